@@ -1,0 +1,157 @@
+"""shards-check DIR: validate a shard directory against its manifest.
+
+Prints a summary per split; every problem is one line "error: ..."; exits 1 when there is any,
+2 on bad usage. Structural checks by default; --decode also decodes every video and checks its
+frame count and size against the boxes and metadata (slow at Kinetics scale).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .format import BOX_ROW, META_FIELDS, ShardFormatError, boxes_to_raw, decode_members
+from .index import index_from_tar, parse_index
+from .manifest import read_manifest
+from .reader import iter_tar
+from .video import decode_video
+from .writer import file_sha256
+
+SCENE_SUM_TOL = 1e-3
+
+
+def check_sample(key: str, members: dict[str, bytes], num_classes: int, decode: bool) -> list[str]:
+    """Problems of one sample, each a short phrase (empty when the sample is valid)."""
+    try:
+        s = decode_members(key, members)
+    except (ShardFormatError, ValueError, UnicodeDecodeError) as err:
+        return [str(err)]
+    problems = []
+    meta, scene, boxes = s["meta"], s["scene"], s["boxes"]
+    missing = [f for f in META_FIELDS if f not in meta]
+    if missing:
+        problems.append(f"metadata lacks {missing}")
+    if meta.get("id") != key:
+        problems.append(f"metadata id {meta.get('id')!r} differs from the key")
+    if not 0 <= s["label"] < num_classes:
+        problems.append(f"label {s['label']} outside [0, {num_classes})")
+    if not np.isfinite(scene).all():
+        problems.append("scene label holds NaN or inf")
+    elif (scene < 0).any() or abs(float(scene.sum()) - 1) > SCENE_SUM_TOL:
+        problems.append(f"scene label is not a distribution (min {scene.min():.3g}, sum {scene.sum():.6f})")
+    if not isinstance(boxes, list) or meta.get("frames") != len(boxes):
+        problems.append(f"boxes cover {len(boxes) if isinstance(boxes, list) else '?'} frames, "
+                        f"metadata says {meta.get('frames')}")
+    else:
+        problems += _check_boxes(boxes)
+        if not problems and boxes_to_raw(boxes) != members["boxes.f32"]:
+            problems.append("boxes.f32 disagrees with boxes.msgpack")
+    if decode and not problems:
+        try:
+            video = decode_video(s["video_bytes"])
+        except ShardFormatError as err:
+            return [str(err)]
+        shape = (meta["frames"], meta["height"], meta["width"], 3)
+        if video.shape != shape:
+            problems.append(f"video decodes to {video.shape}, metadata says {shape}")
+    return problems
+
+
+def _check_boxes(boxes: list) -> list[str]:
+    for t, frame in enumerate(boxes):
+        for box in frame:
+            if len(box) != len(BOX_ROW) - 1 or not all(isinstance(v, float | int) and math.isfinite(v) for v in box):
+                return [f"frame {t}: box {box} is not 5 finite numbers"]
+            x1, y1, x2, y2, score = box
+            if not (0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1 and 0 <= score <= 1):
+                return [f"frame {t}: box {[round(v, 4) for v in box]} outside [0, 1] or inverted"]
+    return []
+
+
+def check_dir(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], list[str]]:
+    """(summary lines, problem lines) for a whole shard directory."""
+    shards_dir = Path(shards_dir)
+    try:
+        manifest = read_manifest(shards_dir)
+    except ShardFormatError as err:
+        return [], [str(err)]
+    summary, problems = [], []
+    num_classes = len(manifest["classes"])
+    for split, entry in sorted(manifest["splits"].items()):
+        keys: set[str] = set()
+        total_bytes = 0
+        bar = tqdm(total=entry["samples"], desc=f"check {split}", unit="video", disable=None)
+        for shard in entry["shards"]:
+            tar, idx = shards_dir / shard["tar"], shards_dir / shard["index"]
+            where = shard["tar"]
+            if not tar.is_file():
+                problems.append(f"{where}: missing")
+                continue
+            total_bytes += tar.stat().st_size
+            if tar.stat().st_size != shard["bytes"]:
+                problems.append(f"{where}: {tar.stat().st_size} bytes, the manifest says "
+                                f"{shard['bytes']} (truncated or rewritten)")
+            elif file_sha256(tar) != shard["sha256"]:
+                problems.append(f"{where}: sha256 differs from the manifest (corrupt or rewritten)")
+            count = 0
+            try:
+                for key, members in iter_tar(tar):
+                    count += 1
+                    bar.update()
+                    if key in keys:
+                        problems.append(f"{where}: key {key} appears twice in split {split}")
+                    keys.add(key)
+                    problems += [f"{where}: {key}: {p}" for p in check_sample(key, members, num_classes, decode)]
+            except ShardFormatError as err:
+                problems.append(str(err))
+                continue
+            if count != shard["samples"]:
+                problems.append(f"{where}: holds {count} samples, the manifest says {shard['samples']}")
+            problems += _check_index(tar, idx, shard["index"])
+        bar.close()
+        counted = sum(s["samples"] for s in entry["shards"])
+        if counted != entry["samples"]:
+            problems.append(f"split {split}: the manifest says {entry['samples']} samples, "
+                            f"its shards list {counted}")
+        summary.append(f"{split}: {len(entry['shards'])} shards, {len(keys)} samples, "
+                       f"{total_bytes / 2**20:.1f} MiB")
+    failed = manifest.get("failed", [])
+    if failed:
+        summary.append(f"failed inputs recorded by prep: {len(failed)} (see manifest.json 'failed')")
+    return summary, problems
+
+
+def _check_index(tar: Path, idx: Path, name: str) -> list[str]:
+    if not idx.is_file():
+        return [f"{name}: index file missing (DALI needs it; re-run prep-shards)"]
+    try:
+        if parse_index(idx) != index_from_tar(tar):
+            return [f"{name}: index does not match its tar (re-run prep-shards)"]
+    except ValueError as err:
+        return [f"{name}: bad index file ({err})"]
+    return []
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shards-check", description=__doc__.splitlines()[0])
+    parser.add_argument("shards_dir", help="directory holding manifest.json and the shards")
+    parser.add_argument("--decode", action="store_true",
+                        help="also decode every video and check frames and size")
+    args = parser.parse_args(argv)
+    if not Path(args.shards_dir).is_dir():
+        parser.exit(2, f"shards-check: {args.shards_dir} is not a directory\n")
+    summary, problems = check_dir(args.shards_dir, decode=args.decode)
+    for line in summary:
+        print(line)
+    for line in problems:
+        print(f"error: {line}")
+    print(f"{args.shards_dir}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""The shard format, version 1: member names, codecs, and the encoding of each member.
+
+This module is the single source of truth for what a sample looks like inside a tar shard;
+FORMAT.md beside it is the prose version. Writer, reader, checker and loaders import these
+names instead of spelling them again.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import msgpack
+import numpy as np
+
+FORMAT_NAME = "scene-debias-shards"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+NUM_SCENES = 365  # Places365 categories, in the index order of categories_places365.txt
+
+# codec name -> (member extension, PyAV encoder, container format). The extension tells the codec.
+CODECS = {
+    "vp9": ("webm", "libvpx-vp9", "webm"),
+    "h264": ("mp4", "libx264", "mp4"),
+    "mjpeg": ("mkv", "mjpeg", "matroska"),
+}
+VIDEO_EXTS = {ext: codec for codec, (ext, _, _) in CODECS.items()}
+
+# Member extensions of a sample (`<key>.<ext>` inside the tar), in the order they are written.
+META = "json"          # UTF-8 JSON object, see META_FIELDS
+LABEL = "cls"          # action index as ASCII decimal (webdataset's convention for class labels)
+SCENE = "scene.f32"    # 365 little-endian float32, a probability vector
+BOXES = "boxes.msgpack"  # per decoded frame, a list of [x1, y1, x2, y2, score]
+BOXES_RAW = "boxes.f32"  # the same boxes as little-endian float32 rows BOX_ROW, for DALI
+DATA_MEMBERS = (META, LABEL, SCENE, BOXES, BOXES_RAW)
+
+BOX_ROW = ("frame", "x1", "y1", "x2", "y2", "score")  # one row of boxes.f32
+META_FIELDS = ("id", "label_name", "split", "fps", "frames", "width", "height", "codec")
+
+# webdataset splits a member name at the first dot of its base name: keys must have none.
+KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
+
+
+class ShardFormatError(ValueError):
+    """A shard, sample or manifest does not follow the format; the message says what to do."""
+
+
+@dataclass
+class Sample:
+    """One video as prep hands it to the writer: encoded video plus its annotations."""
+
+    key: str
+    video: bytes                 # the encoded file (container + stream), see CODECS
+    codec: str                   # a key of CODECS
+    boxes: list                  # per decoded frame: list of [x1, y1, x2, y2, score], normalised
+    scene: np.ndarray            # float32[365], sums to 1
+    label: int                   # action index into manifest["classes"]
+    meta: dict = field(default_factory=dict)  # at least META_FIELDS
+
+
+def check_key(key: str) -> str:
+    if not KEY_RE.match(key):
+        raise ShardFormatError(
+            f"sample key {key!r} is not usable: keys are 1-120 characters of [A-Za-z0-9_-] "
+            "(no dots: webdataset splits member names at the first dot)")
+    return key
+
+
+def boxes_to_raw(boxes: list) -> bytes:
+    """Per-frame box lists -> boxes.f32 bytes: one row [frame, x1, y1, x2, y2, score] per box."""
+    rows = [[t, *box] for t, frame_boxes in enumerate(boxes) for box in frame_boxes]
+    return np.asarray(rows, dtype="<f4").reshape(-1, len(BOX_ROW)).tobytes()
+
+
+def raw_to_rows(raw: bytes) -> np.ndarray:
+    """boxes.f32 bytes -> float32 array (N, 6)."""
+    if len(raw) % (4 * len(BOX_ROW)):
+        raise ShardFormatError(f"boxes.f32 holds {len(raw)} bytes, not a whole number of rows")
+    return np.frombuffer(raw, dtype="<f4").reshape(-1, len(BOX_ROW)).astype(np.float32)
+
+
+def encode_members(sample: Sample) -> dict[str, bytes]:
+    """Sample -> {member extension: bytes}, in the order they go into the tar."""
+    check_key(sample.key)
+    if sample.codec not in CODECS:
+        raise ShardFormatError(f"unknown codec {sample.codec!r}; known: {sorted(CODECS)}")
+    scene = np.asarray(sample.scene, dtype="<f4")
+    if scene.shape != (NUM_SCENES,):
+        raise ShardFormatError(f"scene label of {sample.key} has shape {scene.shape}, not (365,)")
+    boxes = [[[float(v) for v in box] for box in frame] for frame in sample.boxes]
+    if any(len(box) != 5 for frame in boxes for box in frame):
+        raise ShardFormatError(f"boxes of {sample.key}: every box is [x1, y1, x2, y2, score]")
+    meta = {"id": sample.key, "codec": sample.codec, **sample.meta}
+    missing = [f for f in META_FIELDS if f not in meta]
+    if missing:
+        raise ShardFormatError(f"metadata of {sample.key} lacks {missing}")
+    return {
+        META: json.dumps(meta, sort_keys=True).encode(),
+        LABEL: str(int(sample.label)).encode(),
+        SCENE: scene.tobytes(),
+        BOXES: msgpack.packb(boxes, use_single_float=True),
+        BOXES_RAW: boxes_to_raw(boxes),
+        CODECS[sample.codec][0]: bytes(sample.video),
+    }
+
+
+def video_member(members: dict[str, bytes]) -> tuple[str, bytes]:
+    """The (extension, bytes) of the one video member of a sample."""
+    found = [ext for ext in members if ext in VIDEO_EXTS]
+    if len(found) != 1:
+        raise ShardFormatError(f"expected one video member ({'/'.join(VIDEO_EXTS)}), found {found}")
+    return found[0], members[found[0]]
+
+
+def decode_members(key: str, members: dict[str, bytes]) -> dict:
+    """{extension: bytes} -> plain dict with decoded annotations; the video stays encoded."""
+    missing = [m for m in DATA_MEMBERS if m not in members]
+    if missing:
+        raise ShardFormatError(f"sample {key} lacks member(s) {', '.join(missing)}")
+    ext, video = video_member(members)
+    scene = np.frombuffer(members[SCENE], dtype="<f4")
+    if scene.shape != (NUM_SCENES,):
+        raise ShardFormatError(f"sample {key}: scene.f32 holds {scene.size} floats, not 365")
+    return {
+        "key": key,
+        "video_bytes": video,
+        "codec": VIDEO_EXTS[ext],
+        "boxes": msgpack.unpackb(members[BOXES]),
+        "boxes_raw": raw_to_rows(members[BOXES_RAW]),
+        "scene": scene.astype(np.float32),
+        "label": int(members[LABEL].decode()),
+        "meta": json.loads(members[META]),
+    }

@@ -1,0 +1,64 @@
+"""Shared fixtures: a tiny shard set written with the real writer."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# ultralytics reads/writes settings on import; keep it offline and inside the test tree
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(__file__).parent / ".yolo-config"))
+
+from shards import NUM_SCENES, Sample, ShardWriter, add_split, encode_video, new_manifest, write_manifest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+CLASSES = ["wave", "jump", "clap"]
+SCENE_NAMES = [f"scene_{i}" for i in range(NUM_SCENES)]
+
+
+def moving_box_clip(rng: np.random.Generator, frames: int = 8, height: int = 32, width: int = 48):
+    """A clip with a bright rectangle moving over a noisy background, and its per-frame box."""
+    video = (rng.random((frames, height, width, 3)) * 60 + 40).astype(np.uint8)
+    boxes = []
+    bw, bh = width // 4, height // 2
+    for t in range(frames):
+        x0, y0 = 2 + 3 * t % (width - bw - 2), height // 4
+        video[t, y0:y0 + bh, x0:x0 + bw] = (220, 40, 40)
+        boxes.append([[x0 / width, y0 / height, (x0 + bw) / width, (y0 + bh) / height, 0.9]])
+    return video, boxes
+
+
+def make_sample(key: str, rng: np.random.Generator, split: str, codec: str = "vp9") -> Sample:
+    video, boxes = moving_box_clip(rng)
+    if rng.random() < 0.5:
+        boxes[1] = []  # a frame without a person
+    scene = rng.dirichlet(np.ones(NUM_SCENES)).astype(np.float32)
+    label = int(rng.integers(len(CLASSES)))
+    meta = {"label_name": CLASSES[label], "split": split, "fps": 25.0, "frames": len(video),
+            "height": video.shape[1], "width": video.shape[2], "source": f"{key}.mp4"}
+    return Sample(key, encode_video(video, 25.0, codec), codec, boxes, scene, label, meta)
+
+
+def write_tiny_set(out: Path, layout: dict[str, list[int]], seed: int = 0, codec: str = "vp9") -> dict:
+    """Write shards: layout maps split -> samples per shard; returns the manifest."""
+    rng = np.random.default_rng(seed)
+    manifest = new_manifest("tiny", CLASSES, SCENE_NAMES, codec, {"boxes": "drawn", "scene": "random"})
+    for split, sizes in layout.items():
+        infos = []
+        for i, n in enumerate(sizes):
+            with ShardWriter(out, f"{split}-{i:06d}") as w:
+                for j in range(n):
+                    w.write(make_sample(f"{split}_{i}_{j}", rng, split, codec))
+            infos.append(w.info())
+        add_split(manifest, split, infos)
+    write_manifest(out, manifest)
+    return manifest
+
+
+@pytest.fixture
+def tiny_shards(tmp_path: Path) -> Path:
+    out = tmp_path / "shards"
+    write_tiny_set(out, {"train": [3, 2], "val": [2]})
+    return out

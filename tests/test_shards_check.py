@@ -1,0 +1,158 @@
+"""shards-check accepts a valid set and names each kind of damage in one line."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from shards.check import main
+from shards.index import format_index, index_from_tar
+from shards.writer import file_sha256
+
+
+def run_check(shards: Path, capsys, *args) -> tuple[int, list[str]]:
+    code = main([str(shards), *args])
+    return code, capsys.readouterr().out.splitlines()
+
+
+def rewrite_shard(shards: Path, tar_name: str, edit) -> None:
+    """Rewrite one shard member by member through edit(name, data) -> data or None (drop),
+    then refresh its index and manifest entry so that only the edit itself is wrong."""
+    path = shards / tar_name
+    with tarfile.open(path) as tar:
+        members = [(i.name, tar.extractfile(i).read()) for i in tar]
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            data = edit(name, data)
+            if data is not None:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    path.with_suffix(".idx").write_text(format_index(index_from_tar(path)))
+    manifest = json.loads((shards / "manifest.json").read_text())
+    for shard in manifest["splits"]["train"]["shards"]:
+        if shard["tar"] == tar_name:
+            shard.update(bytes=path.stat().st_size, sha256=file_sha256(path))
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+
+
+def edit_manifest(shards: Path, edit) -> None:
+    manifest = json.loads((shards / "manifest.json").read_text())
+    edit(manifest)
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_accepts_valid_set(tiny_shards, capsys):
+    code, out = run_check(tiny_shards, capsys, "--decode")
+    assert code == 0, out
+    assert out[0] == "train: 2 shards, 5 samples, " + out[0].split(", ")[2]
+    assert out[1].startswith("val: 1 shards, 2 samples")
+    assert out[-1].endswith(": OK")
+
+
+def test_console_script_exit_code(tiny_shards):
+    script = Path(sys.executable).parent / "shards-check"
+    assert subprocess.run([str(script), str(tiny_shards)], capture_output=True).returncode == 0
+    (tiny_shards / "manifest.json").write_text("{")
+    result = subprocess.run([str(script), str(tiny_shards)], capture_output=True, text=True)
+    assert result.returncode == 1 and "not valid JSON" in result.stdout
+
+
+def test_rejects_truncated_tar(tiny_shards, capsys):
+    path = tiny_shards / "train-000001.tar"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    code, out = run_check(tiny_shards, capsys)
+    errors = [line for line in out if line.startswith("error:")]
+    assert code == 1
+    assert any("train-000001.tar:" in e and "truncated" in e for e in errors), errors
+    assert not any("train-000000" in e for e in errors)
+
+
+def test_rejects_sample_missing_member(tiny_shards, capsys):
+    rewrite_shard(tiny_shards, "train-000000.tar",
+                  lambda name, data: None if name == "train_0_1.scene.f32" else data)
+    code, out = run_check(tiny_shards, capsys)
+    errors = [line for line in out if line.startswith("error:")]
+    assert code == 1
+    assert errors == ["error: train-000000.tar: train_0_1: sample train_0_1 lacks member(s) scene.f32"]
+
+
+def test_rejects_nan_scene(tiny_shards, capsys):
+    def poison(name, data):
+        if name == "train_1_0.scene.f32":
+            scene = np.frombuffer(data, "<f4").copy()
+            scene[7] = np.nan
+            return scene.tobytes()
+        return data
+    rewrite_shard(tiny_shards, "train-000001.tar", poison)
+    code, out = run_check(tiny_shards, capsys)
+    assert code == 1
+    assert [l for l in out if l.startswith("error:")] == [
+        "error: train-000001.tar: train_1_0: scene label holds NaN or inf"]
+
+
+def test_rejects_box_outside_frame(tiny_shards, capsys):
+    import msgpack
+    from shards.format import boxes_to_raw
+
+    boxes = {}
+    def stretch(name, data):
+        if name == "train_0_0.boxes.msgpack":
+            b = msgpack.unpackb(data)
+            b[3][0][2] = 1.5
+            boxes["b"] = b
+            return msgpack.packb(b, use_single_float=True)
+        if name == "train_0_0.boxes.f32":
+            return boxes_to_raw(boxes["b"])
+        return data
+    rewrite_shard(tiny_shards, "train-000000.tar", stretch)
+    code, out = run_check(tiny_shards, capsys)
+    assert code == 1
+    assert any("train_0_0: frame 3: box" in l and "outside [0, 1]" in l for l in out), out
+
+
+def test_rejects_count_mismatch(tiny_shards, capsys):
+    def lie(m):
+        m["splits"]["train"]["shards"][1]["samples"] = 3
+        m["splits"]["train"]["samples"] = 6
+    edit_manifest(tiny_shards, lie)
+    code, out = run_check(tiny_shards, capsys)
+    assert code == 1
+    assert [l for l in out if l.startswith("error:")] == [
+        "error: train-000001.tar: holds 2 samples, the manifest says 3"]
+
+
+def test_rejects_split_total_mismatch(tiny_shards, capsys):
+    edit_manifest(tiny_shards, lambda m: m["splits"]["val"].update(samples=9))
+    code, out = run_check(tiny_shards, capsys)
+    assert "error: split val: the manifest says 9 samples, its shards list 2" in out
+
+
+def test_rejects_other_version(tiny_shards, capsys):
+    edit_manifest(tiny_shards, lambda m: m.update(version=2))
+    code, out = run_check(tiny_shards, capsys)
+    assert code == 1
+    assert out[0].startswith("error: ") and "format version 2" in out[0] and "re-run prep-shards" in out[0]
+
+
+def test_rejects_missing_or_stale_index(tiny_shards, capsys):
+    (tiny_shards / "val-000000.idx").unlink()
+    lines = (tiny_shards / "train-000000.idx").read_text().splitlines()
+    (tiny_shards / "train-000000.idx").write_text("\n".join([lines[0].replace("3", "2"), *lines[1:3]]) + "\n")
+    code, out = run_check(tiny_shards, capsys)
+    errors = [l for l in out if l.startswith("error:")]
+    assert code == 1
+    assert "error: val-000000.idx: index file missing (DALI needs it; re-run prep-shards)" in errors
+    assert "error: train-000000.idx: index does not match its tar (re-run prep-shards)" in errors
+
+
+def test_not_a_directory_is_usage_error(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "nope")])
+    assert exit_info.value.code == 2
