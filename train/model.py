@@ -1,0 +1,54 @@
+"""The 3D-ResNet-18 backbone (torchvision's r3d_18 layout) with a width knob, and the heads.
+
+`R3D18(width=64)` has exactly the parameter names and shapes of
+`torchvision.models.video.r3d_18()`, so its state dict loads there with strict=True; narrower
+widths (16, 32) are the same network for CPU runs. Features are the pooled conv5 activations
+(8 * width channels).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
+
+
+class R3D18(nn.Module):
+    def __init__(self, num_classes: int, width: int = 64):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv3d(3, width, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+            nn.BatchNorm3d(width), nn.ReLU(inplace=True))
+        self.inplanes = width
+        self.layer1 = self._layer(width, stride=1)
+        self.layer2 = self._layer(width * 2, stride=2)
+        self.layer3 = self._layer(width * 4, stride=2)
+        self.layer4 = self._layer(width * 8, stride=2)
+        self.avgpool = nn.AdaptiveAvgPool3d((1, 1, 1))
+        self.fc = nn.Linear(width * 8, num_classes)
+        self.feature_dim = width * 8
+        for m in self.modules():  # torchvision's initialisation
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm3d):
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.constant_(m.bias, 0)
+
+    def _layer(self, planes: int, stride: int) -> nn.Sequential:
+        down = None
+        if stride != 1 or self.inplanes != planes:
+            down = nn.Sequential(nn.Conv3d(self.inplanes, planes, kernel_size=1, stride=stride, bias=False),
+                                 nn.BatchNorm3d(planes))
+        blocks = [BasicBlock(self.inplanes, planes, Conv3DSimple, stride, down), BasicBlock(planes, planes, Conv3DSimple)]
+        self.inplanes = planes
+        return nn.Sequential(*blocks)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, T, H, W) -> (B, 8 * width) pooled conv5 features."""
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return self.avgpool(x).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
