@@ -421,7 +421,46 @@ def diving48(root: str | os.PathLike, annotations: str | os.PathLike | None = No
 
 # ---------------------------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------------------------
+# the synthetic set of prep-synth
+
+def _synth(root: Path, splits: Sequence[str], class_field: str) -> tuple[list[str], Items]:
+    world_path = root / "annotations" / "world.json"
+    if not world_path.is_file():
+        raise DatasetError(f"{world_path} not found: is {root} a prep-synth output folder? "
+                           f"(prep-synth --out {root} makes one)")
+    classes = json.loads(world_path.read_text())[class_field]
+    items: Items = {}
+    for split in splits:
+        truth = read_synth_truth(root, split)
+        rows = [(key, rec["id"], root / rec["file"] if (root / rec["file"]).is_file() else None,
+                 classes.index(rec["label"]), rec["label"]) for key, rec in truth.items()]
+        if rows:
+            items[split] = _items(split, rows, root / "annotations" / f"{split}_truth.jsonl")
+    return classes, items
+
+
+def synth(root: str | os.PathLike) -> tuple[list[str], Items]:
+    """The synthetic set of `prep-synth`, splits train, val and test. Classes in the order of
+    world.json "actions"; the ground truth (boxes, scene) comes from `read_synth_truth`."""
+    return _synth(Path(root), ("train", "val", "test"), "actions")
+
+
+def synth_novel(root: str | os.PathLike) -> tuple[list[str], Items]:
+    """The novel-action transfer target of `prep-synth`, splits novel_train and novel_test;
+    classes in the order of world.json "novel_actions"."""
+    return _synth(Path(root), ("novel_train", "novel_test"), "novel_actions")
+
+
+def read_synth_truth(root: str | os.PathLike, split: str) -> dict[str, dict]:
+    """key -> prep-synth ground-truth record (id, file, label, scene, per-frame boxes, ...)."""
+    path = Path(root) / "annotations" / f"{split}_truth.jsonl"
+    return {rec["key"]: rec for rec in map(json.loads, _lines(path))} if path.is_file() else {}
+
+
 ADAPTERS: dict[str, Callable[..., tuple[list[str], Items]]] = {
+    "synth": synth,
+    "synth-novel": synth_novel,
     "kinetics-400": kinetics400,
     "kinetics-mini": kinetics_mini,
     "ucf101": ucf101,

@@ -1,7 +1,7 @@
 """Stage 1 of prep: decode a source video, resample it in time and size.
 
-Frames are resized so the short side is `short_side` (the long side rounded to an even number:
-encoders need even sizes) and, with `fps`, resampled to a constant frame rate by keeping for
+Frames are scaled down so the short side is `short_side` (smaller videos keep their size; both
+sides are made even, as encoders need) and, with `fps`, resampled to a constant frame rate by keeping for
 each output instant the source frame shown at that instant. `source_index` maps every kept
 frame to its source frame, so per-frame annotations (ground-truth boxes) follow exactly.
 """
@@ -28,10 +28,8 @@ class Decoded:
 
 
 def output_size(height: int, width: int, short_side: int | None) -> tuple[int, int]:
-    """(H, W) with the short side scaled to short_side and both sides even."""
-    if not short_side:
-        return height - height % 2, width - width % 2
-    scale = short_side / min(height, width)
+    """(H, W) with the short side scaled down to short_side (never up) and both sides even."""
+    scale = min(1.0, short_side / min(height, width)) if short_side else 1.0
     even = lambda v: max(2, int(round(v * scale / 2)) * 2)
     return even(height), even(width)
 

@@ -6,7 +6,7 @@
   "classes": [action names, index order], "scene_classes": [365 Places365 names],
   "splits": {"train": {"samples": N, "shards": [{"tar", "index", "samples", "bytes", "sha256"}]}},
   "provenance": {how boxes and scene labels were made: detector, scene model, thresholds, versions},
-  "failed": [{"split", "input", "reason"}]
+  "failed": [{"split", "key", "input", "reason"}]
 }
 """
 from __future__ import annotations

@@ -1,0 +1,362 @@
+"""prep-shards: a raw video dataset -> shards that carry everything the trainer needs.
+
+    prep-shards --dataset synth --root data/synth-raw --out data/synth-shards
+    prep-shards --dataset kinetics-mini --root /data/kinetics --out /data/mk200 \\
+        --detector yolo11m.pt --scene-model resnet50_places365.pth.tar \\
+        --scene-categories categories_places365.txt --workers 16
+    torchrun --nnodes 4 --nproc-per-node 1 --rdzv-endpoint HOST:29500 --no-python prep-shards ...
+
+Stages (one file each): decode.py (decode, resample to --fps and --short-side), detector.py
+(human boxes), scene_model.py (Places365 soft labels), shards.video (encode), shards.writer
+(atomic shards). Decoding and encoding run in --workers processes; detection and scene
+inference run batched in the main process, on the GPU when there is one, while the workers
+decode ahead.
+
+Work is cut into shards of --shard-size videos over the sorted item list, so shard boundaries
+are fixed by the input: the same inputs and flags give byte-identical shards. Each finished
+shard leaves a record in OUT/.prep/; a run killed at any moment and started again with the same
+command skips finished shards and redoes only the rest. Under torchrun (RANK / WORLD_SIZE set)
+rank r takes every shard whose number (over all splits) is r modulo the world size, and rank 0
+writes the merged manifest.json once all ranks are done.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import version
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from shards import ShardWriter, add_split, new_manifest, write_manifest
+from shards.format import NUM_SCENES, Sample, ShardFormatError
+from shards.video import ENCODER_OPTIONS, encode_video
+
+from .datasets import ADAPTERS, DatasetError, VideoItem, load_dataset, read_synth_truth
+from .decode import InputError, decode_source
+from .synth_scenes import SCENES, scene_soft_label
+
+SYNTH = ("synth", "synth-novel")
+WORK = ".prep"  # per-shard records and the run's settings, for resume and the final merge
+
+
+@dataclass
+class PrepConfig:
+    dataset: str
+    root: str
+    out: str
+    splits: list[str] = field(default_factory=list)  # empty: every split of the dataset
+    detector: str = ""         # "truth" (synth), "none", or a YOLO weights file; "" = dataset default
+    scene_model: str = ""      # "truth" (synth), "none", or a Places365 checkpoint; "" = dataset default
+    scene_arch: str = "resnet50"  # timm architecture of the scene checkpoint
+    scene_categories: str = ""    # categories_places365.txt, for the manifest's scene names
+    scene_frames: int = 8      # frames per video averaged for the scene label
+    det_conf: float = 0.25     # detector score threshold for storing a box
+    det_imgsz: int = 320       # detector input size
+    det_stride: int = 1        # detect every k-th frame, carrying boxes to the frames between
+    codec: str = "vp9"         # vp9 (DALI decodes it on CPU and GPU), h264 (GPU only), mjpeg
+    short_side: int = 128      # scale down so the short side is this (never up; sides kept even)
+    fps: float = 0.0           # resample to this frame rate; 0 keeps the source rate
+    shard_size: int = 128      # videos per shard
+    limit: int = 0             # first N videos of each split (by key); 0 = all
+    annotations: str = ""      # annotation folder, when not the dataset's default place
+    fold: int = 1              # ucf101 / hmdb51 split
+    workers: int = max(1, (os.cpu_count() or 2) - 1)  # decode/encode processes
+    device: str = ""           # for detector and scene model; "" = cuda when available
+    strict: bool = False       # exit 1 when any input failed
+
+    def output_settings(self) -> dict:
+        """The settings that change the shards' content (a resume must use the same)."""
+        skip = {"out", "workers", "device", "strict"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+@dataclass
+class ShardJob:
+    split: str
+    number: int                # within the split: the shard file number
+    position: int              # over all splits: decides the rank
+    items: list[VideoItem]
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.number:06d}"
+
+
+def plan(items: dict[str, list[VideoItem]], splits: list[str], shard_size: int, limit: int) -> list[ShardJob]:
+    jobs = []
+    for split in splits:
+        chosen = items.get(split, [])[:limit or None]
+        for number, start in enumerate(range(0, len(chosen), shard_size)):
+            jobs.append(ShardJob(split, number, len(jobs), chosen[start:start + shard_size]))
+    return jobs
+
+
+def prepare_video(path: str | None, cfg: dict, keep_frames: bool) -> dict:
+    """Worker: decode + resample + encode one video; failures come back as a reason."""
+    if path is None:
+        return {"ok": False, "reason": "listed in the annotations but absent on disk"}
+    try:
+        dec = decode_source(path, cfg["short_side"] or None, cfg["fps"] or None)
+        data = encode_video(dec.frames, dec.fps, cfg["codec"])
+    except (InputError, ShardFormatError) as err:
+        return {"ok": False, "reason": str(err)}
+    except Exception as err:  # one bad video must not stop a run over 80K videos
+        return {"ok": False, "reason": f"{type(err).__name__}: {err}".replace("\n", " ")}
+    t, h, w = dec.frames.shape[:3]
+    return {"ok": True, "video": data, "fps": dec.fps, "frames": t, "height": h, "width": w,
+            "source_fps": dec.source_fps, "source_frames": dec.source_frames,
+            "source_index": dec.source_index, "pixels": dec.frames if keep_frames else None}
+
+
+class Annotator:
+    """Boxes and scene labels for decoded videos: ground truth, nothing, or models."""
+
+    def __init__(self, cfg: PrepConfig):
+        self.cfg, self.truth = cfg, {}
+        device = cfg.device or None
+        self.detector = self.labeler = None
+        if cfg.detector not in ("truth", "none"):
+            from .detector import PersonDetector
+            self.detector = PersonDetector(cfg.detector, device=device, conf=cfg.det_conf,
+                                           imgsz=cfg.det_imgsz, stride=cfg.det_stride)
+        if cfg.scene_model not in ("truth", "none"):
+            from .scene_model import SceneLabeler, load_places365
+            model = load_places365(cfg.scene_model, arch=cfg.scene_arch, device=device or "cpu")
+            self.labeler = SceneLabeler(model, device=device, frames=cfg.scene_frames)
+        if "truth" in (cfg.detector, cfg.scene_model):
+            self.truth = {s: read_synth_truth(cfg.root, s) for s in ("train", "val", "test", "novel_train", "novel_test")}
+
+    @property
+    def needs_pixels(self) -> bool:
+        return self.detector is not None or self.labeler is not None
+
+    def boxes(self, item: VideoItem, done: dict) -> list:
+        if self.detector is not None:
+            return self.detector.detect(done["pixels"])
+        if self.cfg.detector == "none":
+            return [[] for _ in range(done["frames"])]
+        truth = self.truth[item.split][item.key]["boxes"]  # per source frame, follow the resampling
+        return [[[*box, 1.0] for box in truth[i]] for i in done["source_index"]]
+
+    def scene(self, item: VideoItem, done: dict) -> np.ndarray:
+        if self.labeler is not None:
+            return self.labeler.soft_labels(done["pixels"])
+        if self.cfg.scene_model == "none":
+            return np.full(NUM_SCENES, 1 / NUM_SCENES, np.float32)
+        return scene_soft_label(self.truth[item.split][item.key]["scene"])
+
+    def provenance(self) -> dict:
+        cfg = self.cfg
+        boxes = self.detector.describe() if self.detector else {"source": cfg.detector}
+        scene = ({**self.labeler.describe(cfg.scene_model), "arch": cfg.scene_arch}
+                 if self.labeler else {"source": cfg.scene_model})
+        if cfg.scene_model == "none":
+            scene["note"] = "uniform labels: the scene adversary and scene probes are meaningless"
+        if cfg.scene_model == "truth":
+            scene["note"] = "synthetic ground truth made soft by prep/synth_scenes.py scene_soft_label"
+        return {"boxes": boxes, "scene": scene,
+                "decode": {"short_side": cfg.short_side, "fps": cfg.fps or "source"},
+                "encode": {"codec": cfg.codec, "options": ENCODER_OPTIONS[cfg.codec]},
+                "versions": {p: version(p) for p in ("scene-debias", "av", "numpy", "torch")}}
+
+
+def scene_names(path: str) -> list[str]:
+    """The 365 names from categories_places365.txt ("/a/airfield 0"), or the names this project
+    knows (the synthetic scenes and their relatives) with "places365:<index>" for the rest."""
+    if path:
+        names = [line.split()[0][3:] for line in Path(path).read_text().splitlines() if line.strip()]
+        if len(names) != NUM_SCENES:
+            raise DatasetError(f"{path} lists {len(names)} categories, not {NUM_SCENES}")
+        return names
+    names = [f"places365:{i}" for i in range(NUM_SCENES)]
+    for scene in SCENES.values():
+        for name, idx in ((scene.name, scene.index), *scene.related):
+            names[idx] = name
+    return names
+
+
+def ordered_map(pool, fn, calls, window: int):
+    """Results of fn(*args) in input order, with at most `window` calls in flight (bounded memory)."""
+    if pool is None:
+        yield from (fn(*args) for args in calls)
+        return
+    pending = collections.deque()
+    for args in calls:
+        pending.append(pool.apply_async(fn, args))
+        if len(pending) >= window:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
+def run_jobs(cfg: PrepConfig, jobs: list[ShardJob], annotator: Annotator, progress: bool) -> dict:
+    """Make the given shards; returns counters for the summary."""
+    out, work = Path(cfg.out), Path(cfg.out) / WORK
+    stats = collections.Counter()
+    calls = [(str(item.path) if item.path else None, asdict(cfg), annotator.needs_pixels)
+             for job in jobs for item in job.items]
+    pool = get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
+    try:
+        results = ordered_map(pool, prepare_video, calls, window=2 * cfg.workers)
+        bar = tqdm(total=len(calls), unit="video", desc="prep-shards", disable=not progress, smoothing=0.05)
+        for job in jobs:
+            failed = []
+            with ShardWriter(out, job.name) as writer:
+                for item in job.items:
+                    done = next(results)
+                    bar.update()
+                    if not done["ok"]:
+                        failed.append({"split": job.split, "key": item.key, "input": str(item.path or item.source_id),
+                                       "reason": done["reason"]})
+                        continue
+                    meta = {"label_name": item.label_name, "split": job.split, "fps": done["fps"],
+                            "frames": done["frames"], "width": done["width"], "height": done["height"],
+                            "source": str(item.path.relative_to(cfg.root)) if item.path.is_relative_to(cfg.root) else str(item.path),
+                            "source_id": item.source_id, "source_fps": done["source_fps"],
+                            "source_frames": done["source_frames"]}
+                    writer.write(Sample(item.key, done["video"], cfg.codec, annotator.boxes(item, done),
+                                        annotator.scene(item, done), item.label, meta))
+                    stats["videos"] += 1
+                    stats["seconds"] += done["frames"] / done["fps"]
+            shard = writer.info() if len(writer) else None
+            stats["bytes"] += shard["bytes"] if shard else 0
+            stats["failed"] += len(failed)
+            bar.set_postfix(failed=stats["failed"])
+            _write_json(work / f"{job.name}.json", {"shard": shard, "failed": failed})
+        bar.close()
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return stats
+
+
+def merge_manifest(cfg: PrepConfig, classes: list[str], jobs: list[ShardJob], provenance: dict) -> dict:
+    work = Path(cfg.out) / WORK
+    missing = [j.name for j in jobs if not (work / f"{j.name}.json").is_file()]
+    if missing:
+        raise RuntimeError(f"{len(missing)} shard(s) not finished ({', '.join(missing[:3])} ...): run the same command again")
+    manifest = new_manifest(cfg.dataset, classes, scene_names(cfg.scene_categories), cfg.codec, provenance)
+    for split in dict.fromkeys(j.split for j in jobs):
+        records = [json.loads((work / f"{j.name}.json").read_text()) for j in jobs if j.split == split]
+        add_split(manifest, split, [r["shard"] for r in records if r["shard"]])
+        manifest["failed"] += [f for r in records for f in r["failed"]]
+    write_manifest(cfg.out, manifest)
+    return manifest
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def parse_args(argv: list[str] | None) -> PrepConfig:
+    defaults = PrepConfig("", "", "")
+    p = argparse.ArgumentParser(prog="prep-shards", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", required=True, choices=list(ADAPTERS), help="the dataset adapter (prep/datasets.py)")
+    p.add_argument("--root", required=True, help="the raw dataset folder")
+    p.add_argument("--out", required=True, help="the shard folder to write")
+    p.add_argument("--split", default="", help="comma-separated splits (default: all of the dataset)")
+    p.add_argument("--detector", default="", help="'truth' (synth), 'none', or a YOLO weights file")
+    p.add_argument("--scene-model", default="", help="'truth' (synth), 'none', or a Places365 checkpoint (.pth.tar)")
+    p.add_argument("--scene-categories", default="", help="categories_places365.txt, for the scene names")
+    for name in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride", "codec", "short_side",
+                 "fps", "shard_size", "limit", "annotations", "fold", "workers", "device"):
+        value = getattr(defaults, name)
+        kwargs = {"choices": ["vp9", "h264", "mjpeg"]} if name == "codec" else {}
+        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, **kwargs)
+    p.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
+    a = p.parse_args(argv)
+    synth = a.dataset in SYNTH
+    for flag in ("detector", "scene_model"):
+        value = getattr(a, flag)
+        if not value:
+            if not synth:
+                p.error(f"--{flag.replace('_', '-')} is required for {a.dataset} (a weights file, or 'none')")
+            setattr(a, flag, "truth")
+        elif value == "truth" and not synth:
+            p.error(f"--{flag.replace('_', '-')} truth exists only for the synthetic set")
+        elif value not in ("truth", "none") and not Path(value).is_file():
+            p.error(f"--{flag.replace('_', '-')} {value}: no such file")
+    if a.scene_categories and not Path(a.scene_categories).is_file():
+        p.error(f"--scene-categories {a.scene_categories}: no such file")
+    if a.shard_size < 1 or a.workers < 1 or a.det_stride < 1 or a.limit < 0 or a.fps < 0:
+        p.error("--shard-size, --workers and --det-stride must be >= 1; --limit and --fps >= 0")
+    return PrepConfig(dataset=a.dataset, root=str(Path(a.root).resolve()), out=str(Path(a.out).resolve()),
+                      splits=[s for s in a.split.split(",") if s], detector=a.detector, scene_model=a.scene_model,
+                      scene_categories=a.scene_categories, strict=a.strict,
+                      **{n: getattr(a, n) for n in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride",
+                                                    "codec", "short_side", "fps", "shard_size", "limit",
+                                                    "annotations", "fold", "workers", "device")})
+
+
+def dataset_options(cfg: PrepConfig) -> dict:
+    if cfg.dataset in ("ucf101", "hmdb51"):
+        return {"fold": cfg.fold, **({"annotations": cfg.annotations} if cfg.annotations else {})}
+    return {"annotations": cfg.annotations} if cfg.annotations and cfg.dataset not in SYNTH else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_args(argv)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        classes, items = load_dataset(cfg.dataset, cfg.root, **dataset_options(cfg))
+    except DatasetError as err:
+        print(f"prep-shards: error: {err}", file=sys.stderr)
+        return 2
+    splits = cfg.splits or list(items)
+    unknown = [s for s in splits if s not in items]
+    if unknown:
+        print(f"prep-shards: error: split(s) {', '.join(unknown)} not in {cfg.dataset}; it has {', '.join(items)}", file=sys.stderr)
+        return 2
+    out, work = Path(cfg.out), Path(cfg.out) / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    settings_path, settings = work / "settings.json", cfg.output_settings() | {"splits": splits}
+    if settings_path.is_file() and json.loads(settings_path.read_text()) != json.loads(json.dumps(settings)):
+        print(f"prep-shards: error: {out} holds shards made with other settings ({settings_path}); "
+              "use another --out, or delete it to start over", file=sys.stderr)
+        return 2
+    if rank == 0:
+        _write_json(settings_path, settings)
+    jobs = plan(items, splits, cfg.shard_size, cfg.limit)
+    finished = {j.name for j in jobs if (work / f"{j.name}.json").is_file()}  # before any rank starts work
+    if world > 1:
+        import torch.distributed as dist
+        dist.init_process_group("gloo")
+    mine = [j for j in jobs if j.position % world == rank and j.name not in finished]
+    annotator = Annotator(cfg)
+    start = time.time()
+    stats = run_jobs(cfg, mine, annotator, progress=rank == 0)
+    per_rank = [stats]
+    if world > 1:  # every rank's counters reach rank 0 for the summary; also the barrier
+        per_rank = [None] * world
+        dist.all_gather_object(per_rank, dict(stats))
+        stats = sum((collections.Counter(s) for s in per_rank), collections.Counter())
+    if rank != 0:
+        return 0
+    manifest = merge_manifest(cfg, classes, jobs, annotator.provenance())
+    total = sum(s["samples"] for s in manifest["splits"].values())
+    wall = time.time() - start
+    per_split = ", ".join(f"{s} {e['samples']}" for s, e in manifest["splits"].items())
+    print(f"prep-shards: {total} videos in {out} ({per_split}); "
+          f"this run: {stats['videos']} done, {stats['failed']} failed, {len(finished)} shards skipped "
+          f"(already done), {stats['seconds'] / 3600:.2f} h of video, {stats['bytes'] / 2**20:.1f} MiB, "
+          f"{wall:.0f} s ({stats['videos'] / max(wall, 1e-9):.1f} videos/s)"
+          + (f"; videos per rank: {[s.get('videos', 0) for s in per_rank]}" if world > 1 else ""))
+    if manifest["failed"]:
+        print(f"prep-shards: {len(manifest['failed'])} input(s) failed, listed in manifest.json 'failed'; first: "
+              f"{manifest['failed'][0]['input']}: {manifest['failed'][0]['reason']}")
+    return 1 if cfg.strict and manifest["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
