@@ -1,6 +1,7 @@
 """Control experiments on the synthetic world: is the action learnable, and only from motion?
 
     python benchmarks/synth_controls.py                       # demo world, ~10 minutes on 2 cores
+    python benchmarks/synth_controls.py --input rgb --skip-2d  # the same 3D model without frame differences
     python benchmarks/synth_controls.py --difficulty hard --steps 800 --json controls.json
 
 On an unbiased world (bias 0, scene independent of action) it trains, each for a fixed budget:
@@ -145,7 +146,7 @@ def train_frame2d(train, test, target, masked, args):
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--difficulty", default="easy")
-    p.add_argument("--train", type=int, default=1000)
+    p.add_argument("--train", type=int, default=800)
     p.add_argument("--test", type=int, default=300)
     p.add_argument("--frames", type=int, default=32)
     p.add_argument("--size", type=int, default=64)
@@ -154,7 +155,7 @@ def main():
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--input", choices=["rgb", "rgbdiff"], default="rgbdiff")
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--steps", type=int, default=400)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--seconds-2d", type=float, default=60)

@@ -58,18 +58,36 @@ def decode_video(data: bytes) -> np.ndarray:
     reference loader and the DALI loader see the same pixels; other pixel formats go through
     FFmpeg's converter.
     """
+    return decode_frames(data, None)
+
+
+def decode_frames(data: bytes, indices) -> np.ndarray:
+    """The frames at `indices` (decoded-frame numbers, any order, repeats allowed; None = all),
+    as uint8 (len(indices), H, W, 3). Decoding stops after the last frame needed."""
+    wanted = None if indices is None else set(int(i) for i in indices)
+    last = None if indices is None else max(wanted)
+    kept = {}
     try:
         with av.open(io.BytesIO(data)) as container:
-            frames = list(container.decode(video=0))
-            if not frames:
-                raise ShardFormatError("video decodes to zero frames")
-            fmt = frames[0].format.name
-            if fmt in ("yuv420p", "yuvj420p") and all(f.format.name == fmt for f in frames):
-                planes = np.stack([f.to_ndarray(format=fmt) for f in frames])
-                return yuv420_to_rgb(planes, full_range=fmt == "yuvj420p")
-            return np.stack([f.to_ndarray(format="rgb24") for f in frames])
+            for n, frame in enumerate(container.decode(video=0)):
+                if wanted is None or n in wanted:
+                    kept[n] = frame
+                if last is not None and n >= last:
+                    break
     except (av.FFmpegError, IndexError) as err:  # IndexError: no video stream
         raise ShardFormatError(f"video does not decode: {err}") from None
+    if not kept:
+        raise ShardFormatError("video decodes to zero frames")
+    order = sorted(kept) if indices is None else [int(i) for i in indices]
+    missing = [i for i in order if i not in kept]
+    if missing:
+        raise ShardFormatError(f"video has {len(kept)} decodable frames, frame {missing[0]} was asked for")
+    frames = [kept[i] for i in order]
+    fmt = frames[0].format.name
+    if fmt in ("yuv420p", "yuvj420p") and all(f.format.name == fmt for f in frames):
+        planes = np.stack([f.to_ndarray(format=fmt) for f in frames])
+        return yuv420_to_rgb(planes, full_range=fmt == "yuvj420p")
+    return np.stack([f.to_ndarray(format="rgb24") for f in frames])
 
 
 def yuv420_to_rgb(planes: np.ndarray, full_range: bool) -> np.ndarray:

@@ -62,3 +62,18 @@ def tiny_shards(tmp_path: Path) -> Path:
     out = tmp_path / "shards"
     write_tiny_set(out, {"train": [3, 2], "val": [2]})
     return out
+
+
+@pytest.fixture(scope="session")
+def synth_shards(tmp_path_factory) -> Path:
+    """A small synthetic set (medium difficulty: bystanders too) through prep-synth and prep-shards."""
+    from prep.prep_shards import main as prep_shards
+    from prep.synth import generate
+
+    raw = tmp_path_factory.mktemp("synth-raw")
+    generate(raw, {"train": 12, "val": 5, "test": 4}, frames=14, size=48, seed=2, difficulty="medium",
+             workers=2, progress=False)
+    out = tmp_path_factory.mktemp("synth-shards")
+    assert prep_shards(["--dataset", "synth", "--root", str(raw), "--out", str(out), "--shard-size", "5",
+                        "--workers", "2"]) == 0
+    return out

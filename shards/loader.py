@@ -1,0 +1,158 @@
+"""Training and evaluation batches from shards, with the human-masked copy made on the fly.
+
+    loader = build_loader("data/synth-shards", "train", backend="dali", batch_size=32,
+                          device="cuda", rank=rank, world_size=world)
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        for batch in loader:    # clip, masked: float (B, 3, T, H, W) on `device`
+            ...
+
+Two backends cut the same clips (shards/sampling.py) and mask them with the same function
+(shards/masking.py): "dali" decodes in DALI (NVDEC on the GPU, the CPU decoder otherwise)
+straight into the crop, "torch" is the reference, PyAV in DataLoader workers, written for
+clarity. Masking, flipping and normalisation run in torch on `device`, where the clip is.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .masking import apply_masks, box_rects, pad_rects, to_model_input
+from .sampling import MaskFilter, SplitIndex, clip_params, epoch_batches
+from .video import decode_frames
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    batch_size: int
+    frames: int = 16          # frames per clip
+    size: int = 112           # crop side, pixels of the stored frames
+    stride: int = 1           # frame step inside a clip
+    train: bool = True        # random window/crop/flip and per-epoch shuffle; else centred, in order
+    clips: int = 1            # eval only: evenly spaced clips per video (video-level protocol)
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    mask_threshold: float = 0.3   # boxes with score >= this are masked
+    mask_dilate: float = 0.0      # grow boxes by this fraction of their size per side
+    mask_shape: str = "box"       # "box" (per frame) or "tube" (clip union)
+
+
+class ClipLoader:
+    """Iterable of batches for one rank; `set_epoch(e, start_batch)` picks the epoch and where
+    in it to start (a resumed run passes the batches it had done)."""
+
+    def __init__(self, index: SplitIndex, cfg: LoaderConfig, decoder, device: torch.device):
+        self.index, self.cfg, self.decoder, self.device = index, cfg, decoder, device
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def batches(self) -> list[list[tuple[int, int]]]:
+        """This rank's (sample, clip) pairs per batch, for the current epoch."""
+        c = self.cfg
+        n = len(self.index)
+        if c.train:
+            plan = epoch_batches(n, c.batch_size, seed=c.seed, epoch=self.epoch, rank=c.rank,
+                                 world_size=c.world_size, train=True)
+            return [[(int(s), 0) for s in b] for b in plan]
+        mine = [(int(s), k) for s in np.arange(c.rank, n, c.world_size) for k in range(c.clips)]
+        return [mine[i:i + c.batch_size] for i in range(0, len(mine), c.batch_size)]
+
+    def __len__(self) -> int:
+        return len(self.batches())
+
+    @property
+    def mask_filter_kept(self) -> tuple[int, int]:
+        """(videos passing the people filter of the masked pass, videos in the split)."""
+        return int(self.index.mask_ok.sum()), len(self.index)
+
+    def __iter__(self):
+        plan = self.batches()[self.start_batch:]
+        for items, (frames, means) in zip(plan, self.decoder.run(self.index, self.cfg, self.epoch, plan)):
+            described = [describe(self.index, self.cfg, self.epoch, s, k) for s, k in items]
+            frames = frames.to(self.device, non_blocking=True)
+            means = means.to(self.device, non_blocking=True)
+            rects = torch.from_numpy(pad_rects([d["rects"] for d in described])).to(self.device)
+            flips = torch.tensor([d["params"].flip for d in described], device=self.device)
+            yield {
+                "clip": to_model_input(frames, flips),
+                "masked": to_model_input(apply_masks(frames, means, rects), flips),
+                "label": torch.from_numpy(self.index.labels[[s for s, _ in items]]).to(self.device),
+                "scene": torch.from_numpy(np.stack([self.index.scene(s) for s, _ in items])).to(self.device),
+                "mask_ok": torch.from_numpy(self.index.mask_ok[[s for s, _ in items]]).to(self.device),
+                "has_human": (rects[..., 1] > rects[..., 0]).flatten(1).any(1),
+                "key": [self.index.keys[s] for s, _ in items],
+                "sample": torch.tensor([s for s, _ in items]),
+                "clip_index": torch.tensor([k for _, k in items]),
+            }
+
+
+def describe(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip: int) -> dict:
+    """Everything about one clip that needs no decoding: frames, crop, flip, mask rectangles."""
+    meta = index.meta[sample]
+    params = clip_params(sample, int(index.frames[sample]), meta["height"], meta["width"], frames=cfg.frames,
+                         stride=cfg.stride, size=cfg.size, seed=cfg.seed, epoch=epoch, train=cfg.train,
+                         clip=clip, clips=cfg.clips)
+    rects = box_rects(index.boxes[sample], params.frames, meta["height"], meta["width"], params.y0, params.x0,
+                      cfg.size, threshold=cfg.mask_threshold, dilate=cfg.mask_dilate, shape=cfg.mask_shape)
+    return {"params": params, "rects": rects}
+
+
+class _DecodeDataset(Dataset):
+    """Reference decoding: PyAV, the needed frames only, cropped; plus full-frame means."""
+
+    def __init__(self, index: SplitIndex, cfg: LoaderConfig, epoch: int):
+        self.index, self.cfg, self.epoch = index, cfg, epoch
+
+    def __getitem__(self, item: tuple[int, int]):
+        sample, clip = item
+        p = describe(self.index, self.cfg, self.epoch, sample, clip)["params"]
+        frames = decode_frames(self.index.read(sample, "video"), p.frames)
+        means = frames.reshape(len(frames), -1, 3).mean(axis=1, dtype=np.float64).astype(np.float32)
+        crop = frames[:, p.y0:p.y0 + self.cfg.size, p.x0:p.x0 + self.cfg.size]
+        return torch.from_numpy(np.ascontiguousarray(crop)), torch.from_numpy(means)
+
+
+class TorchDecoder:
+    def __init__(self, num_workers: int, pin_memory: bool):
+        self.num_workers, self.pin_memory = num_workers, pin_memory
+
+    def run(self, index, cfg, epoch, plan):
+        dataset = _DecodeDataset(index, cfg, epoch)
+        loader = DataLoader(dataset, batch_sampler=plan, num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            collate_fn=lambda batch: tuple(torch.stack(x) for x in zip(*batch)))
+        yield from loader
+
+
+def build_loader(shards_dir, split: str, *, backend: str = "dali", batch_size: int, frames: int = 16,
+                 size: int = 112, stride: int = 1, train: bool = True, device: str = "cuda", seed: int = 0,
+                 rank: int = 0, world_size: int = 1, num_threads: int = 4, clips: int = 1,
+                 mask_threshold: float = 0.3, mask_dilate: float = 0.0, mask_shape: str = "box",
+                 mask_filter: MaskFilter = MaskFilter()) -> ClipLoader:
+    """Batches of one split for one rank; see the module docstring. `num_threads` is DALI's
+    thread count or the torch backend's DataLoader worker count."""
+    cfg = LoaderConfig(batch_size, frames, size, stride, train, clips, seed, rank, world_size,
+                       mask_threshold, mask_dilate, mask_shape)
+    if mask_shape not in ("box", "tube"):
+        raise ValueError(f"mask_shape must be 'box' or 'tube', not {mask_shape!r}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside world size {world_size}")
+    index = SplitIndex(shards_dir, split, mask_filter)
+    small = [(m["height"], m["width"]) for m in index.meta if min(m["height"], m["width"]) < size]
+    if small:
+        raise ValueError(f"{split} holds frames of {small[0][0]}x{small[0][1]}, smaller than size={size}: "
+                         f"use a smaller size or re-run prep-shards with a larger --short-side")
+    dev = torch.device(device)
+    if backend == "torch":
+        decoder = TorchDecoder(num_threads, pin_memory=dev.type == "cuda")
+    elif backend == "dali":
+        from .dali_pipeline import DaliDecoder
+        decoder = DaliDecoder(batch_size, num_threads, dev, size)
+    else:
+        raise ValueError(f"backend must be 'dali' or 'torch', not {backend!r}")
+    return ClipLoader(index, cfg, decoder, dev)

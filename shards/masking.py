@@ -1,0 +1,86 @@
+"""Human masking, the one definition both loaders use (shards/FORMAT.md, "Box semantics").
+
+Every box of a frame with score >= threshold has its pixels filled with that frame's mean
+colour, the mean over the whole decoded frame, before crop, flip and normalisation. The
+loaders crop first (DALI decodes straight into the crop) and pass the full-frame means along;
+`box_rects` puts the boxes into crop coordinates with the format's pixel rule, so masking the
+crop equals cropping the masked frame.
+
+Mask shapes: "box" masks each frame's own boxes (the official code); "tube" masks, in every
+frame of the clip, the union of all boxes over the clip's frames, so the mask itself does not
+move (a moving, reshaping flat box still shows the motion the entropy loss is meant to hide).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+EPS = 1e-3  # pixels; absorbs float32 rounding of boxes stored from whole pixel edges
+# Kinetics RGB statistics, as torchvision's video models use them
+MEAN = (0.43216, 0.394666, 0.37645)
+STD = (0.22803, 0.22145, 0.216989)
+
+
+def box_rects(rows: np.ndarray, frames: np.ndarray, height: int, width: int, y0: int, x0: int, size: int,
+              *, threshold: float = 0.3, dilate: float = 0.0, shape: str = "box") -> np.ndarray:
+    """Boxes (rows [frame, x1, y1, x2, y2, score], normalised) -> int (T, K, 4) [r0, r1, c0, c1]
+    pixel rectangles in the size x size crop at (y0, x0), for the clip's frames; empty
+    rectangles pad K. `dilate` grows each box by that fraction of its width/height per side."""
+    per_frame = []
+    for f in frames:
+        sel = rows[(rows[:, 0] == f) & (rows[:, 5] >= threshold)]
+        rects = []
+        for _, x1, y1, x2, y2, _ in sel:
+            dx, dy = dilate * (x2 - x1), dilate * (y2 - y1)
+            x1, x2, y1, y2 = max(0.0, x1 - dx), min(1.0, x2 + dx), max(0.0, y1 - dy), min(1.0, y2 + dy)
+            r0, r1 = math.floor(y1 * height + EPS) - y0, math.ceil(y2 * height - EPS) - y0
+            c0, c1 = math.floor(x1 * width + EPS) - x0, math.ceil(x2 * width - EPS) - x0
+            r0, r1, c0, c1 = (min(max(v, 0), size) for v in (r0, r1, c0, c1))
+            if r0 < r1 and c0 < c1:
+                rects.append((r0, r1, c0, c1))
+        per_frame.append(rects)
+    if shape == "tube":
+        every = [r for rects in per_frame for r in rects]
+        union = [(min(r[0] for r in every), max(r[1] for r in every), min(r[2] for r in every),
+                  max(r[3] for r in every))] if every else []
+        per_frame = [union for _ in per_frame]
+    elif shape != "box":
+        raise ValueError(f"mask shape must be 'box' or 'tube', not {shape!r}")
+    k = max(1, max(len(r) for r in per_frame))
+    out = np.zeros((len(frames), k, 4), np.int32)
+    for t, rects in enumerate(per_frame):
+        if rects:
+            out[t, :len(rects)] = rects
+    return out
+
+
+def pad_rects(rects: list[np.ndarray]) -> np.ndarray:
+    """Stack per-sample (T, K_i, 4) rectangles into (B, T, max K, 4), padding with empty ones."""
+    k = max(r.shape[1] for r in rects)
+    out = np.zeros((len(rects), rects[0].shape[0], k, 4), np.int32)
+    for b, r in enumerate(rects):
+        out[b, :, :r.shape[1]] = r
+    return out
+
+
+def apply_masks(clips: torch.Tensor, means: torch.Tensor, rects: torch.Tensor) -> torch.Tensor:
+    """clips uint8/float (B, T, H, W, 3), means (B, T, 3), rects int (B, T, K, 4) -> float
+    (B, T, H, W, 3) with every rectangle filled with its frame's mean colour."""
+    b, t, h, w, _ = clips.shape
+    rows = torch.arange(h, device=clips.device).view(1, 1, 1, h, 1)
+    cols = torch.arange(w, device=clips.device).view(1, 1, 1, 1, w)
+    r0, r1, c0, c1 = (rects[..., i, None, None] for i in range(4))  # (B, T, K, 1, 1)
+    inside = ((rows >= r0) & (rows < r1) & (cols >= c0) & (cols < c1)).any(dim=2)  # (B, T, H, W)
+    return torch.where(inside[..., None], means[:, :, None, None, :].float(), clips.float())
+
+
+def to_model_input(clips: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """float/uint8 (B, T, H, W, 3) in [0, 255] -> normalised float (B, 3, T, H, W), flipped
+    horizontally where flips (B,) is True."""
+    x = clips.float() / 255.0
+    x = torch.where(flips.view(-1, 1, 1, 1, 1), x.flip(3), x)
+    mean = torch.tensor(MEAN, device=x.device)
+    std = torch.tensor(STD, device=x.device)
+    return ((x - mean) / std).permute(0, 4, 1, 2, 3).contiguous()

@@ -1,0 +1,160 @@
+"""Loaders: backend parity, masking geometry, rank partitioning, determinism and resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from shards.loader import build_loader, describe
+from shards.masking import MEAN, STD, apply_masks, box_rects, to_model_input
+from shards.sampling import MaskFilter, SplitIndex, epoch_batches
+from shards.video import decode_frames
+
+ONE_LEVEL = 1 / 255 / min(STD) + 1e-5  # one 8-bit level after normalisation
+
+
+def loader(shards, split="train", **kw):
+    args = dict(batch_size=4, frames=8, size=40, device="cpu", num_threads=2)
+    return build_loader(shards, split, **{**args, **kw})
+
+
+def denormalise(x: torch.Tensor) -> np.ndarray:
+    """(B, 3, T, H, W) normalised -> (B, T, H, W, 3) in [0, 255]."""
+    x = x.permute(0, 2, 3, 4, 1) * torch.tensor(STD) + torch.tensor(MEAN)
+    return (x * 255).numpy()
+
+
+@pytest.mark.parametrize("shape", ["box", "tube"])
+def test_backends_agree_in_eval(synth_shards, shape):
+    dali = list(loader(synth_shards, "val", backend="dali", train=False, clips=2, mask_shape=shape))
+    ref = list(loader(synth_shards, "val", backend="torch", train=False, clips=2, mask_shape=shape))
+    assert len(dali) == len(ref) == 3  # 5 videos x 2 clips in batches of 4
+    for a, b in zip(dali, ref):
+        assert a["key"] == b["key"] and torch.equal(a["label"], b["label"]) and torch.equal(a["scene"], b["scene"])
+        for name in ("clip", "masked"):
+            diff = (a[name] - b[name]).abs()
+            # decoder rounding: at most one level, on under 1% of values (the masked fill differs
+            # by float rounding of the frame means, far below a level)
+            assert diff.max() <= ONE_LEVEL and (diff > 0.1 * ONE_LEVEL).float().mean() < 0.01, name
+        assert not torch.equal(a["clip"], a["masked"])  # someone was masked
+
+
+@pytest.mark.parametrize("backend", ["torch", "dali"])
+def test_masked_pixels_follow_crop_and_flip(synth_shards, backend):
+    """In training mode (random crop, flips): inside every box the pixels equal the full frame's
+    mean, outside they are the clip's own pixels, mirrored with it."""
+    ld = loader(synth_shards, backend=backend, seed=3)
+    index = ld.index
+    flipped = 0
+    for batch in ld:
+        clip, masked = denormalise(batch["clip"]), denormalise(batch["masked"])
+        for b, (sample, clip_no) in enumerate(zip(batch["sample"].tolist(), batch["clip_index"].tolist())):
+            d = describe(index, ld.cfg, ld.epoch, sample, clip_no)
+            p = d["params"]
+            full = decode_frames(index.read(sample, "video"), p.frames).astype(np.float64)
+            means = full.reshape(len(full), -1, 3).mean(1)
+            inside = np.zeros(clip.shape[1:4], bool)
+            for t, rects in enumerate(d["rects"]):
+                for r0, r1, c0, c1 in rects:
+                    inside[t, r0:r1, c0:c1] = True
+            assert inside.any()
+            if p.flip:
+                inside = inside[:, :, ::-1]
+                flipped += 1
+            expect_in = np.broadcast_to(means[:, None, None, :], clip.shape[1:])[inside]
+            assert np.abs(masked[b][inside] - expect_in).max() < 0.05  # the mean of a decoded frame
+            assert np.abs(masked[b][~inside] - clip[b][~inside]).max() < 0.01
+            crop = full[:, p.y0:p.y0 + 40, p.x0:p.x0 + 40]
+            crop = crop[:, :, ::-1] if p.flip else crop
+            assert np.abs(clip[b] - crop).max() <= 1.01  # the decoder's rounding, at most
+    assert flipped > 0
+
+
+def test_box_rects_follow_the_format_rule():
+    # a box drawn over pixel columns 10..19 and rows 4..11 of a 32 x 40 frame
+    rows = np.array([[0, 10 / 40, 4 / 32, 20 / 40, 12 / 32, 0.9], [0, 0.0, 0.0, 0.05, 0.05, 0.1]], np.float32)
+    rects = box_rects(rows, np.array([0, 0]), 32, 40, y0=2, x0=5, size=16)
+    assert rects.tolist() == [[[2, 10, 5, 15]], [[2, 10, 5, 15]]]  # the low-score box is not masked
+    assert box_rects(rows, np.array([0]), 32, 40, 0, 0, 16, threshold=0.05).tolist() == [[[4, 12, 10, 16], [0, 2, 0, 2]]]
+    grown = box_rects(rows, np.array([0]), 32, 40, 0, 0, 32, dilate=0.1)
+    assert grown.tolist() == [[[3, 13, 9, 21]]]
+
+
+def test_drawn_rectangle_masked_exactly():
+    frame = np.full((1, 1, 8, 10, 3), 50, np.uint8)
+    frame[0, 0, 2:5, 3:7] = 250  # the "person"
+    rows = np.array([[0, 0.3, 0.25, 0.7, 0.625, 1.0]], np.float32)
+    rects = box_rects(rows, np.array([0]), 8, 10, 0, 0, 8)
+    masked = apply_masks(torch.from_numpy(frame[:, :, :, :8].copy()), torch.tensor([[[90.0, 90.0, 90.0]]]),
+                         torch.from_numpy(rects[None]))
+    expected = frame[:, :, :, :8].astype(np.float32)
+    expected[0, 0, 2:5, 3:7] = 90.0
+    np.testing.assert_array_equal(masked.numpy(), expected)
+    flipped = to_model_input(masked, torch.tensor([True]))
+    np.testing.assert_allclose(flipped.flip(-1).numpy(), to_model_input(masked, torch.tensor([False])).numpy())
+
+
+def test_tube_mask_is_the_clip_union():
+    rows = np.array([[0, 0.1, 0.1, 0.3, 0.5, 1], [1, 0.2, 0.2, 0.6, 0.4, 1]], np.float32)
+    tube = box_rects(rows, np.array([0, 1, 2]), 10, 10, 0, 0, 10, shape="tube")
+    assert tube.tolist() == [[[1, 5, 1, 6]]] * 3
+
+
+def test_two_ranks_disjoint_and_complete(synth_shards):
+    n = len(SplitIndex(synth_shards, "train"))
+    seen = []
+    for rank in (0, 1):
+        plan = loader(synth_shards, backend="torch", rank=rank, world_size=2, batch_size=2).batches()
+        seen.append([s for b in plan for s, _ in b])
+        assert len(plan) == (n // 2) // 2  # the same number of batches on every rank
+    assert not set(seen[0]) & set(seen[1]) and len(set(seen[0]) | set(seen[1])) == 2 * ((n // 2) // 2) * 2
+    ev = [[s for b in loader(synth_shards, "val", backend="torch", train=False, rank=r, world_size=2).batches()
+           for s, _ in b] for r in (0, 1)]
+    assert sorted(ev[0] + ev[1]) == list(range(5))  # every sample exactly once
+
+
+def test_fewer_shards_than_ranks_still_balanced():
+    sizes = [len(epoch_batches(5, 1, seed=0, epoch=0, rank=r, world_size=4, train=True)) for r in range(4)]
+    assert sizes == [1, 1, 1, 1]
+    with pytest.raises(ValueError, match="cannot give each of 4 rank"):
+        epoch_batches(3, 1, seed=0, epoch=0, rank=0, world_size=4, train=True)
+
+
+def test_epochs_reshuffle_deterministically_and_resume(synth_shards):
+    a, b = loader(synth_shards, backend="torch", seed=5), loader(synth_shards, backend="torch", seed=5)
+    assert a.batches() == b.batches()
+    b.set_epoch(1)
+    assert a.batches() != b.batches()
+    full = list(a)
+    a.set_epoch(0, start_batch=1)
+    resumed = list(a)
+    assert len(resumed) == len(full) - 1
+    for x, y in zip(full[1:], resumed):
+        assert x["key"] == y["key"] and torch.equal(x["clip"], y["clip"]) and torch.equal(x["masked"], y["masked"])
+
+
+def test_mask_filter_counts(synth_shards):
+    ld = loader(synth_shards, backend="torch")
+    kept, total = ld.mask_filter_kept
+    assert total == 12 and kept == 12  # the synthetic actor is in every frame
+    strict = build_loader(synth_shards, "train", backend="torch", batch_size=2, frames=8, size=40, device="cpu",
+                          mask_filter=MaskFilter(min_score=1.1))
+    assert strict.mask_filter_kept == (0, 12)
+
+
+def test_bad_arguments(synth_shards):
+    with pytest.raises(ValueError, match="smaller than size=112"):
+        build_loader(synth_shards, "train", backend="torch", batch_size=2, device="cpu")
+    with pytest.raises(ValueError, match="backend must be"):
+        loader(synth_shards, backend="jax")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dali_gpu_matches_cpu(synth_shards):
+    gpu = list(loader(synth_shards, "val", backend="dali", train=False, device="cuda"))
+    cpu = list(loader(synth_shards, "val", backend="dali", train=False, device="cpu"))
+    for a, b in zip(gpu, cpu):
+        assert a["clip"].is_cuda and a["masked"].is_cuda
+        for name in ("clip", "masked"):
+            assert (a[name].cpu() - b[name]).abs().max() <= 2 * ONE_LEVEL
