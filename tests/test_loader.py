@@ -158,3 +158,18 @@ def test_dali_gpu_matches_cpu(synth_shards):
         assert a["clip"].is_cuda and a["masked"].is_cuda
         for name in ("clip", "masked"):
             assert (a[name].cpu() - b[name]).abs().max() <= 2 * ONE_LEVEL
+
+
+@pytest.mark.parametrize("backend", ["torch", "dali"])
+def test_shards_preview_writes_a_picture(synth_shards, tmp_path, backend):
+    from PIL import Image
+
+    from shards.preview import main
+
+    out = tmp_path / "preview.png"
+    assert main(["--shards", str(synth_shards), "--split", "val", "--backend", backend, "--n", "3",
+                 "--frames", "8", "--show", "4", "--scale", "2", "--out", str(out)]) == 0
+    image = np.asarray(Image.open(out).convert("RGB"))
+    assert image.shape == (3 * (48 * 2 + 14 + 4), 2 * 4 * 48 * 2 + 3 * 4, 3)
+    assert (image == [255, 0, 0]).all(axis=2).any()  # box outlines drawn
+    assert main(["--shards", str(synth_shards), "--split", "nope", "--out", str(out)]) == 2
