@@ -59,5 +59,34 @@ class R3D18(nn.Module):
         x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
         return self.avgpool(x).flatten(1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.features(x))
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        """Action logits; with_features=True also returns the pooled features (one call, so
+        that DistributedDataParallel sees it)."""
+        features = self.features(x)
+        logits = self.fc(features)
+        return (logits, features) if with_features else logits
+
+
+class SceneHead(nn.Module):
+    """The scene adversary: a 4-layer MLP with 512 hidden units (as in the paper) from the
+    backbone features to 365 Places365 logits."""
+
+    def __init__(self, in_features: int, num_scenes: int = 365, hidden: int = 512):
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, hidden), nn.ReLU(inplace=True),
+            nn.Linear(hidden, num_scenes))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features)
+
+
+ARCHS = {"r3d18": 64, "r3d18-w32": 32, "r3d18-w16": 16}
+
+
+def build_backbone(arch: str, num_classes: int, input: str = "rgb") -> R3D18:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
+    return R3D18(num_classes, ARCHS[arch], input)

@@ -1,0 +1,40 @@
+"""Export a pretraining checkpoint as a plain torchvision r3d_18 state dict.
+
+    python train/export.py --checkpoint runs/debiased/best.pt --out r3d18_debiased.pth
+
+The file loads with strict=True into `torchvision.models.video.r3d_18(num_classes=N)`, N the
+number of pretraining classes (the action head is its `fc`), for use in other frameworks. Only
+the full-width RGB network (--arch r3d18 --input rgb) has torchvision's shapes.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from train import checkpoint
+
+
+def export(ckpt_path: str, out: str) -> int:
+    state = checkpoint.load(ckpt_path)
+    cfg = state["config"]
+    if cfg["arch"] != "r3d18" or cfg["input"] != "rgb":
+        raise SystemExit(f"export: {ckpt_path} is --arch {cfg['arch']} --input {cfg['input']}; only r3d18 with rgb "
+                         "input has torchvision's r3d_18 layout")
+    torch.save(state["backbone"], out)
+    return len(state["classes"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", required=True, help="checkpoint.pt or best.pt of a pretraining run")
+    p.add_argument("--out", required=True, help="the state dict file to write")
+    a = p.parse_args(argv)
+    classes = export(a.checkpoint, a.out)
+    print(f"export: {a.out}: torchvision.models.video.r3d_18(num_classes={classes}).load_state_dict(torch.load(...))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
