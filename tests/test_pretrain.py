@@ -124,3 +124,14 @@ def test_sigterm_writes_a_checkpoint_and_resume_finishes(synth_shards, tmp_path)
     assert 1 <= state["step"] < 200
     assert pretrain(args(synth_shards, tmp_path, "--max-steps", str(state["step"] + 2))) == 0
     assert checkpoint.load(tmp_path / "checkpoint.pt")["step"] == state["step"] + 2
+
+
+@pytest.mark.parametrize("flags", [
+    ["--precision", "bf16"], ["--precision", "fp16"], ["--channels-last"],
+    pytest.param(["--compile"], marks=pytest.mark.slow),  # ~75 s of compilation on 2 cores
+])
+def test_speed_options_run(synth_shards, tmp_path, flags):
+    assert pretrain(args(synth_shards, tmp_path, "--max-steps", "2", *flags)) == 0
+    records = train_records(tmp_path)
+    assert len(records) == 2 and all(torch.isfinite(torch.tensor(r["ce"])) for r in records)
+    assert json.loads((tmp_path / "config.json").read_text())["precision"] == (flags[1] if len(flags) == 2 else "fp32")
