@@ -91,6 +91,8 @@ class Config:
     seed: int = 0                  # seeds the initial weights and the data order
     resume: bool = True            # continue from OUT/checkpoint.pt when there is one
     init: str = ""                 # start from the weights of this checkpoint (e.g. stage 1's best.pt)
+    init_head: bool = True         # also take the action and scene heads from --init (off: a new label set)
+    freeze_backbone: bool = False  # train the action head only, on frozen features (a linear probe)
     log_every: int = 10            # iterations between metric lines
     ckpt_every: int = 200          # iterations between checkpoints (also at every epoch end)
     log_samples: bool = False      # write the keys each process trained on to OUT/samples-rank<r>.txt
@@ -151,12 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     scene_head = SceneHead(backbone.feature_dim).to(dist.device)
     if cfg.init:
         init = checkpoint.load(cfg.init)
-        backbone.load_state_dict(init["backbone"])
-        scene_head.load_state_dict(init["scene_head"])
+        if cfg.init_head:
+            backbone.load_state_dict(init["backbone"])
+            scene_head.load_state_dict(init["scene_head"])
+        else:  # everything but the action classifier, whose classes differ
+            weights = {k: v for k, v in init["backbone"].items() if not k.startswith("fc.")}
+            missing = backbone.load_state_dict(weights, strict=False).missing_keys
+            assert set(missing) == {"fc.weight", "fc.bias"}, missing
         print0(f"initialised from {cfg.init} (step {init['step']})")
+    if cfg.freeze_backbone:
+        for name, param in backbone.named_parameters():
+            param.requires_grad = name.startswith("fc.")
     if cfg.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last_3d)
-    params = list(backbone.parameters()) + list(scene_head.parameters())
+    params = [p for p in list(backbone.parameters()) + list(scene_head.parameters()) if p.requires_grad]
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
@@ -235,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     finished = step >= total_steps
     while epoch < cfg.epochs and not finished:
         train_loader.set_epoch(epoch, start_batch)
-        backbone.train(), scene_head.train()
+        backbone.train(not cfg.freeze_backbone), scene_head.train()  # a probe keeps BatchNorm statistics fixed
         batch_in_epoch, wait, tick = start_batch, 0.0, time.perf_counter()
         for batch in train_loader:
             fetched = time.perf_counter()
@@ -259,7 +269,6 @@ def main(argv: list[str] | None = None) -> int:
             if all_sum([float(stop["sigterm"])], dist.device)[0] > 0:
                 save(ckpt_path, epoch, batch_in_epoch)
                 print0(f"\nSIGTERM: checkpoint written at step {step}; run the same command to resume")
-                cleanup()
                 return TERMINATED
             if step % cfg.ckpt_every == 0:
                 save(ckpt_path, epoch, batch_in_epoch)
@@ -280,7 +289,6 @@ def main(argv: list[str] | None = None) -> int:
         save(ckpt_path, epoch, 0)
     bar.close()
     log.close()
-    cleanup()
     return 0
 
 
@@ -310,4 +318,6 @@ def evaluate(loader, backbone, scene_head, amp, device) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    cleanup()
+    sys.exit(code)

@@ -1,0 +1,137 @@
+"""Evaluate a pretrained model, and measure the scene bias of a dataset.
+
+    python train/evaluate.py --checkpoint runs/debiased/best.pt --shards data/synth-shards --split test --json out.json
+    python train/evaluate.py --shards data/synth-shards --split val --dataset-bias
+
+Model evaluation (the paper's video-level protocol): the softmax averaged over --clips evenly
+spaced clips of each video gives its prediction (top-1, top-5); the same on the human-masked
+clips gives masked top-1 (lower, towards chance, means less reliance on the scene); the scene
+probe is a linear classifier fitted on frozen features of --probe-split videos to predict the
+scene pseudo label's argmax, its accuracy on --split (lower means less scene information in
+the features). --predictions writes one JSON line per video.
+
+Dataset scene bias (Choi et al., Eq. 1): log(M / M_rand), M the accuracy with which a linear
+classifier fitted on the 365-dim scene labels of --probe-split videos predicts the action of
+--split videos, M_rand = 1 / number of classes. 0 means the scene says nothing of the action.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from shards.loader import build_loader
+from shards.sampling import SplitIndex
+from train import checkpoint
+from train.linear_probe import accuracy, fit_linear
+from train.model import SceneHead, build_backbone
+
+
+def load_model(path: str, device: torch.device):
+    state = checkpoint.load(path, device)
+    cfg = state["config"]
+    backbone = build_backbone(cfg["arch"], len(state["classes"]), cfg["input"]).to(device)
+    backbone.load_state_dict(state["backbone"])
+    scene_head = SceneHead(backbone.feature_dim).to(device)
+    scene_head.load_state_dict(state["scene_head"])
+    return backbone.eval(), scene_head.eval(), cfg
+
+
+@torch.no_grad()
+def video_outputs(backbone, shards, split, cfg, *, clips, device, loader, batch_size, workers):
+    """Per video (in split order): mean softmax over its clips, the same on masked clips,
+    mean features, label, scene label argmax, key."""
+    ld = build_loader(shards, split, backend=loader, batch_size=batch_size, frames=cfg["frames"], size=cfg["size"],
+                      stride=cfg["stride"], train=False, device=device.type, clips=clips, num_threads=workers,
+                      mask_shape=cfg["mask_shape"], mask_threshold=cfg["mask_threshold"])
+    n = len(ld.index)
+    probs = masked = feats = None
+    counts = torch.zeros(n)
+    for batch in ld:
+        logits, features = backbone(batch["clip"], with_features=True)
+        m_logits = backbone(batch["masked"])
+        if probs is None:
+            probs, masked = torch.zeros(n, logits.shape[1]), torch.zeros(n, logits.shape[1])
+            feats = torch.zeros(n, features.shape[1])
+        idx = batch["sample"]
+        probs.index_add_(0, idx, logits.float().softmax(1).cpu())
+        masked.index_add_(0, idx, m_logits.float().softmax(1).cpu())
+        feats.index_add_(0, idx, features.float().cpu())
+        counts.index_add_(0, idx, torch.ones(len(idx)))
+    c = counts[:, None]
+    scenes = np.stack([ld.index.scene(i) for i in range(n)]).argmax(1)
+    return {"probs": probs / c, "masked": masked / c, "features": feats / c, "labels": torch.from_numpy(ld.index.labels),
+            "scene": torch.from_numpy(scenes), "keys": ld.index.keys}
+
+
+def evaluate_model(args) -> dict:
+    device = torch.device(args.device)
+    backbone, _, cfg = load_model(args.checkpoint, device)
+    common = dict(device=device, loader=args.loader, batch_size=args.batch_size, workers=args.workers)
+    out = video_outputs(backbone, args.shards, args.split, cfg, clips=args.clips, **common)
+    labels, probs = out["labels"], out["probs"]
+    top5 = probs.topk(min(5, probs.shape[1]), 1).indices
+    result = {"checkpoint": str(args.checkpoint), "split": args.split, "videos": len(labels), "clips": args.clips,
+              "top1": (top5[:, 0] == labels).double().mean().item(),
+              "top5": (top5 == labels[:, None]).any(1).double().mean().item(),
+              "masked_top1": (out["masked"].argmax(1) == labels).double().mean().item()}
+    if args.probe_split:
+        fit = video_outputs(backbone, args.shards, args.probe_split, cfg, clips=1, **common)
+        probe = fit_linear(fit["features"], fit["scene"], 365)
+        result["scene_probe_acc"] = accuracy(probe, out["features"], out["scene"])
+        result["probe_split"] = args.probe_split
+    if args.predictions:
+        with open(args.predictions, "w") as f:
+            for i, key in enumerate(out["keys"]):
+                f.write(json.dumps({"key": key, "label": int(labels[i]), "pred": int(probs[i].argmax()),
+                                    "masked_pred": int(out["masked"][i].argmax()), "scene": int(out["scene"][i])}) + "\n")
+    return result
+
+
+def dataset_bias(shards: str, split: str, fit_split: str) -> dict:
+    """Eq. 1 of Choi et al. on the scene labels stored in the shards."""
+    def load(s):
+        index = SplitIndex(shards, s)
+        return torch.from_numpy(np.stack([index.scene(i) for i in range(len(index))])), torch.from_numpy(index.labels), index
+    x_fit, y_fit, index = load(fit_split)
+    x, y, _ = load(split) if split != fit_split else (x_fit, y_fit, index)
+    classes = len(index.manifest["classes"])
+    acc = accuracy(fit_linear(x_fit, y_fit, classes), x, y)
+    return {"split": split, "fit_split": fit_split, "scene_action_acc": acc, "chance": 1 / classes,
+            "dataset_bias": math.log(max(acc, 1e-12) * classes)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--checkpoint", help="checkpoint.pt / best.pt of train/pretrain.py or train/finetune.py")
+    p.add_argument("--shards", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--clips", type=int, default=10, help="evenly spaced clips per video")
+    p.add_argument("--probe-split", default="train", help="split the scene probe is fitted on ('' to skip)")
+    p.add_argument("--dataset-bias", action="store_true", help="measure the dataset's scene bias instead (Eq. 1)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--loader", default="dali", choices=["dali", "torch"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--predictions", help="write per-video predictions (JSON lines) here")
+    p.add_argument("--json", help="write the result here")
+    args = p.parse_args(argv)
+    if args.dataset_bias:
+        result = dataset_bias(args.shards, args.split, args.probe_split or "train")
+    elif not args.checkpoint:
+        p.error("--checkpoint is needed (or --dataset-bias)")
+    else:
+        result = evaluate_model(args)
+    print(json.dumps(result, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
