@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from multiprocessing import Pool
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
+    sys.path[0] = str(ROOT)  # benchmarks/prep.py would shadow the prep package
 
 import numpy as np
 import torch

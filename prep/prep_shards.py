@@ -69,7 +69,7 @@ class PrepConfig:
     annotations: str = ""      # annotation folder, when not the dataset's default place
     fold: int = 1              # ucf101 / hmdb51 split
     workers: int = max(1, (os.cpu_count() or 2) - 1)  # decode/encode processes
-    device: str = ""           # for detector and scene model; "" = cuda when available
+    device: str = ""           # for detector and scene model; "" = cuda:LOCAL_RANK when there is a GPU
     strict: bool = False       # exit 1 when any input failed
 
     def output_settings(self) -> dict:
@@ -122,6 +122,9 @@ class Annotator:
     def __init__(self, cfg: PrepConfig):
         self.cfg, self.truth = cfg, {}
         device = cfg.device or None
+        if device is None and {cfg.detector, cfg.scene_model} - {"truth", "none"}:
+            import torch  # each local rank of torchrun takes its own GPU
+            device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
         self.detector = self.labeler = None
         if cfg.detector not in ("truth", "none"):
             from .detector import PersonDetector

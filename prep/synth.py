@@ -25,7 +25,7 @@ import math
 import os
 import sys
 from dataclasses import asdict, dataclass
-from multiprocessing import Pool
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -172,7 +172,8 @@ def generate(out: Path, counts: dict[str, int], bias: float = 0.9, frames: int =
     ann.mkdir(exist_ok=True)
     plans = {split: plan_split(split, counts.get(split, 0), bias, frames, size, seed, difficulty) for split in SPLITS}
     jobs = [(spec, str(out), codec) for split in SPLITS for spec in plans[split]]
-    with Pool(workers) if workers > 1 else _Serial() as pool:
+    # spawn, not fork: a caller that already runs threads (torch, DALI) can deadlock a forked child
+    with get_context("spawn").Pool(workers) if workers > 1 else _Serial() as pool:
         results = list(tqdm(pool.imap(_make_one, jobs, chunksize=4), total=len(jobs), unit="video",
                             desc="prep-synth", disable=not progress))
     truth = {split: [r for r, (spec, _, _) in zip(results, jobs) if spec.split == split] for split in SPLITS}

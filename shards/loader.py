@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .masking import apply_masks, box_rects, pad_rects, to_model_input
+from .masking import box_rects, model_inputs, pad_rects
 from .sampling import MaskFilter, SplitIndex, clip_params, epoch_batches
 from .video import decode_frames
 
@@ -79,9 +79,10 @@ class ClipLoader:
             means = means.to(self.device, non_blocking=True)
             rects = torch.from_numpy(pad_rects([d["rects"] for d in described])).to(self.device)
             flips = torch.tensor([d["params"].flip for d in described], device=self.device)
+            clip, masked = model_inputs(frames, means, rects, flips)
             yield {
-                "clip": to_model_input(frames, flips),
-                "masked": to_model_input(apply_masks(frames, means, rects), flips),
+                "clip": clip,
+                "masked": masked,
                 "label": torch.from_numpy(self.index.labels[[s for s, _ in items]]).to(self.device),
                 "scene": torch.from_numpy(np.stack([self.index.scene(s) for s, _ in items])).to(self.device),
                 "mask_ok": torch.from_numpy(self.index.mask_ok[[s for s, _ in items]]).to(self.device),
@@ -118,14 +119,19 @@ class _DecodeDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(crop)), torch.from_numpy(means)
 
 
+def _stack(batch):
+    return tuple(torch.stack(x) for x in zip(*batch))
+
+
 class TorchDecoder:
     def __init__(self, num_workers: int, pin_memory: bool):
         self.num_workers, self.pin_memory = num_workers, pin_memory
 
     def run(self, index, cfg, epoch, plan):
         dataset = _DecodeDataset(index, cfg, epoch)
+        # forkserver: workers forked from a clean server, never from a process running DALI/torch threads
         loader = DataLoader(dataset, batch_sampler=plan, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            collate_fn=lambda batch: tuple(torch.stack(x) for x in zip(*batch)))
+                            collate_fn=_stack, multiprocessing_context="forkserver" if self.num_workers else None)
         yield from loader
 
 

@@ -79,6 +79,8 @@ def test_dataset_bias_eq1_known_answers(tmp_path):
     write_scene_set(tmp_path / "biased", one_hot)
     r = dataset_bias(str(tmp_path / "biased"), "val", "train")
     assert r["scene_action_acc"] == 1.0 and r["dataset_bias"] == pytest.approx(math.log(4))
+    same = dataset_bias(str(tmp_path / "biased"), "train", "train")  # held out by 2-fold cross-validation
+    assert same["scene_action_acc"] == 1.0 and same["dataset_bias"] == pytest.approx(math.log(4))
     write_scene_set(tmp_path / "flat", lambda label, rng: np.full(NUM_SCENES, 1 / NUM_SCENES, np.float32))
     r = dataset_bias(str(tmp_path / "flat"), "val", "train")
     assert r["scene_action_acc"] == pytest.approx(0.25) and r["dataset_bias"] == pytest.approx(0.0, abs=1e-9)

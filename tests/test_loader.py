@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from shards.loader import build_loader, describe
-from shards.masking import MEAN, STD, apply_masks, box_rects, to_model_input
+from shards.masking import MEAN, STD, box_rects, model_inputs
 from shards.sampling import MaskFilter, SplitIndex, epoch_batches
 from shards.video import decode_frames
 
@@ -84,14 +84,19 @@ def test_drawn_rectangle_masked_exactly():
     frame = np.full((1, 1, 8, 10, 3), 50, np.uint8)
     frame[0, 0, 2:5, 3:7] = 250  # the "person"
     rows = np.array([[0, 0.3, 0.25, 0.7, 0.625, 1.0]], np.float32)
-    rects = box_rects(rows, np.array([0]), 8, 10, 0, 0, 8)
-    masked = apply_masks(torch.from_numpy(frame[:, :, :, :8].copy()), torch.tensor([[[90.0, 90.0, 90.0]]]),
-                         torch.from_numpy(rects[None]))
-    expected = frame[:, :, :, :8].astype(np.float32)
-    expected[0, 0, 2:5, 3:7] = 90.0
-    np.testing.assert_array_equal(masked.numpy(), expected)
-    flipped = to_model_input(masked, torch.tensor([True]))
-    np.testing.assert_allclose(flipped.flip(-1).numpy(), to_model_input(masked, torch.tensor([False])).numpy())
+    rects = torch.from_numpy(box_rects(rows, np.array([0]), 8, 10, 0, 0, 8)[None])
+    crop = torch.from_numpy(frame[:, :, :, :8].copy())
+    means = torch.tensor([[[90.0, 90.0, 90.0]]])
+    for flip in (False, True):
+        clip, masked = model_inputs(crop, means, rects, torch.tensor([flip]))
+        expected = frame[:, :, :, :8].astype(np.float32)
+        expected[0, 0, 2:5, 3:7] = 90.0
+        if flip:
+            expected, source = expected[:, :, :, ::-1], frame[:, :, :, 7::-1]
+        else:
+            source = frame[:, :, :, :8]
+        np.testing.assert_allclose(denormalise(masked)[0], expected[0], atol=1e-3)
+        np.testing.assert_allclose(denormalise(clip)[0], source[0].astype(np.float32), atol=1e-3)
 
 
 def test_tube_mask_is_the_clip_union():

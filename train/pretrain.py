@@ -33,6 +33,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -85,6 +86,7 @@ class Config:
     device: str = "cuda"           # cuda or cpu
     loader: str = "dali"           # dali or torch (the reference loader)
     workers: int = 4               # DALI threads or DataLoader workers per process
+    threads: int = 0               # torch CPU threads per process (0: the cores left to it after --workers, >= 1)
     precision: str = "auto"        # auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16
     channels_last: bool = False    # channels-last-3d memory format (faster convolutions on recent GPUs)
     compile: bool = False          # torch.compile the backbone
@@ -94,6 +96,7 @@ class Config:
     init_head: bool = True         # also take the action and scene heads from --init (off: a new label set)
     freeze_backbone: bool = False  # train the action head only, on frozen features (a linear probe)
     log_every: int = 10            # iterations between metric lines
+    val_every: int = 1             # validate every N epochs (always after the last)
     ckpt_every: int = 200          # iterations between checkpoints (also at every epoch end)
     log_samples: bool = False      # write the keys each process trained on to OUT/samples-rank<r>.txt
 
@@ -120,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(Config, argv, __doc__.splitlines()[0])
     check(cfg)
     dist = setup_distributed(cfg.device)
+    if dist.device.type == "cpu":  # torch's threads spinning beside the loader's: many times slower
+        cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        torch.set_num_threads(cfg.threads or max(1, cores - cfg.workers))
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
     if ckpt_path.exists() and not cfg.resume:
@@ -278,6 +284,10 @@ def main(argv: list[str] | None = None) -> int:
         if finished and batch_in_epoch < len(train_loader):
             save(ckpt_path, epoch, batch_in_epoch)  # stopped mid-epoch by --max-steps
             break
+        if (epoch + 1) % cfg.val_every and epoch + 1 < cfg.epochs and not finished:
+            epoch, start_batch = epoch + 1, 0
+            save(ckpt_path, epoch, 0)
+            continue
         val = evaluate(val_loader, backbone, scene_head, amp, dist.device)
         scheduler.step(val["loss"])
         epoch, start_batch = epoch + 1, 0
