@@ -49,7 +49,7 @@ class DaliDecoder:
                                                       batch_info=True, dtype=[types.UINT8, types.INT32, types.INT32])
             decoded = fn.decoders.video(video, device="mixed" if gpu else "cpu", frames=frames)
             crop = fn.slice(decoded, start, [self.size, self.size], axis_names="HW")
-            means = fn.reductions.mean(fn.cast(decoded, dtype=types.FLOAT), axis_names="HW")
+            means = fn.reductions.mean(decoded, axis_names="HW", dtype=types.FLOAT)
             return crop, means
 
         return pipe()
