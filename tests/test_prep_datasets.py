@@ -162,9 +162,9 @@ def test_kinetics_mini_missing_lists(tmp_path):
     write(tmp_path / "val_ytid_list.txt", "zkyy5cC7SL4\n")
     with pytest.raises(DatasetError, match="Mini-Kinetics-200 train CSV not found: expected kinetics_200_train.csv"):
         load_dataset("kinetics-mini", tmp_path)
+    write(tmp_path / "train.csv", "label,youtube_id,time_start,time_end,split\nabseiling,kIRmvrmc2nM,0,10,train\n")
     with pytest.raises(DatasetError, match="Mini-Kinetics-200 val CSV not found: .*nope.csv"):
-        load_dataset("kinetics-mini", tmp_path, train_csv=MINI / "kinetics_200_train.csv",
-                     val_csv=tmp_path / "nope.csv")
+        load_dataset("kinetics-mini", tmp_path, train_csv=tmp_path / "train.csv", val_csv=tmp_path / "nope.csv")
 
 
 @pytest.mark.skipif(not MINI.is_dir(), reason="reference files ../shared/datasets/mini-kinetics-200 absent")
