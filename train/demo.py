@@ -1,6 +1,6 @@
 """The whole method on the synthetic scene-biased set, end to end (what `make demo` runs).
 
-    python -m train.demo                       # one seed, ~15 minutes on 2 CPU cores
+    python -m train.demo                       # one seed, ~30 minutes on 2 CPU cores
     python -m train.demo --seeds 3 --ablation  # mean and spread over seeds, the paper's Table 5
 
 1. prep-synth: a biased world (train/val at --bias, unbiased test, novel-action splits) and the
