@@ -15,7 +15,8 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from .sampling import clip_params
+from .loader import params_of
+
 
 
 class DaliDecoder:
@@ -30,10 +31,7 @@ class DaliDecoder:
         index, cfg, epoch = self._job
         videos, frames, starts = [], [], []
         for sample, clip in self._plan[info.iteration]:
-            meta = index.meta[sample]
-            p = clip_params(sample, int(index.frames[sample]), meta["height"], meta["width"], frames=cfg.frames,
-                            stride=cfg.stride, size=cfg.size, seed=cfg.seed, epoch=epoch, train=cfg.train,
-                            clip=clip, clips=cfg.clips)
+            p = params_of(index, cfg, epoch, sample, clip)
             videos.append(np.frombuffer(index.read(sample, "video"), np.uint8))
             frames.append(p.frames.astype(np.int32))
             starts.append(np.array([p.y0, p.x0], np.int32))

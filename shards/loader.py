@@ -93,12 +93,18 @@ class ClipLoader:
             }
 
 
+def params_of(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip: int):
+    """The frames, crop and flip of one clip (shards/sampling.py's clip_params for this loader)."""
+    meta = index.meta[sample]
+    return clip_params(sample, int(index.frames[sample]), meta["height"], meta["width"], frames=cfg.frames,
+                       stride=cfg.stride, size=cfg.size, seed=cfg.seed, epoch=epoch, train=cfg.train,
+                       clip=clip, clips=cfg.clips)
+
+
 def describe(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip: int) -> dict:
     """Everything about one clip that needs no decoding: frames, crop, flip, mask rectangles."""
     meta = index.meta[sample]
-    params = clip_params(sample, int(index.frames[sample]), meta["height"], meta["width"], frames=cfg.frames,
-                         stride=cfg.stride, size=cfg.size, seed=cfg.seed, epoch=epoch, train=cfg.train,
-                         clip=clip, clips=cfg.clips)
+    params = params_of(index, cfg, epoch, sample, clip)
     rects = box_rects(index.boxes[sample], params.frames, meta["height"], meta["width"], params.y0, params.x0,
                       cfg.size, threshold=cfg.mask_threshold, dilate=cfg.mask_dilate, shape=cfg.mask_shape)
     return {"params": params, "rects": rects}
@@ -112,7 +118,7 @@ class _DecodeDataset(Dataset):
 
     def __getitem__(self, item: tuple[int, int]):
         sample, clip = item
-        p = describe(self.index, self.cfg, self.epoch, sample, clip)["params"]
+        p = params_of(self.index, self.cfg, self.epoch, sample, clip)
         frames = decode_frames(self.index.read(sample, "video"), p.frames)
         means = frames.reshape(len(frames), -1, 3).mean(axis=1, dtype=np.float64).astype(np.float32)
         crop = frames[:, p.y0:p.y0 + self.cfg.size, p.x0:p.x0 + self.cfg.size]
