@@ -20,5 +20,6 @@ def test_demo_toy_size(tmp_path):
     assert set(results["dataset_bias"]) == {"train", "val", "test", "control_train"}
     assert results["dataset_bias"]["train"]["scene_action_acc"] > results["dataset_bias"]["control_train"]["scene_action_acc"]
     report = (runs / "report.md").read_text()
-    assert "| baseline |" in report and "| control |" in report and "±" in report
+    assert "| baseline (none) |" in report and "| debiased (adv,ent) |" in report and "| control (none, unbiased" in report
+    assert "±" in report and "adversary lambda 0.1" in report
     assert (runs / "report.png").stat().st_size > 10_000 and (runs / "cams" / "cams.png").is_file()

@@ -43,9 +43,10 @@ def load_model(path: str, device: torch.device):
 
 
 @torch.no_grad()
-def video_outputs(backbone, shards, split, cfg, *, clips, device, loader, batch_size, workers):
-    """Per video (in split order): mean softmax over its clips, the same on masked clips,
-    mean features, label, scene label argmax, key."""
+def video_outputs(backbone, shards, split, cfg, *, clips, device, loader, batch_size, workers, masked_pass=True):
+    """Per video (in split order): mean softmax over its clips, the same on masked clips
+    (zeros with masked_pass=False, which halves the work of fitting a probe), mean features,
+    label, scene label argmax, key."""
     ld = build_loader(shards, split, backend=loader, batch_size=batch_size, frames=cfg["frames"], size=cfg["size"],
                       stride=cfg["stride"], train=False, device=device.type, clips=clips, num_threads=workers,
                       mask_shape=cfg["mask_shape"], mask_threshold=cfg["mask_threshold"])
@@ -54,7 +55,7 @@ def video_outputs(backbone, shards, split, cfg, *, clips, device, loader, batch_
     counts = torch.zeros(n)
     for batch in ld:
         logits, features = backbone(batch["clip"], with_features=True)
-        m_logits = backbone(batch["masked"])
+        m_logits = backbone(batch["masked"]) if masked_pass else torch.zeros_like(logits)
         if probs is None:
             probs, masked = torch.zeros(n, logits.shape[1]), torch.zeros(n, logits.shape[1])
             feats = torch.zeros(n, features.shape[1])
@@ -81,7 +82,7 @@ def evaluate_model(args) -> dict:
               "top5": (top5 == labels[:, None]).any(1).double().mean().item(),
               "masked_top1": (out["masked"].argmax(1) == labels).double().mean().item()}
     if args.probe_split:
-        fit = video_outputs(backbone, args.shards, args.probe_split, cfg, clips=1, **common)
+        fit = video_outputs(backbone, args.shards, args.probe_split, cfg, clips=1, masked_pass=False, **common)
         probe = fit_linear(fit["features"], fit["scene"], 365)
         result["scene_probe_acc"] = accuracy(probe, out["features"], out["scene"])
         result["probe_split"] = args.probe_split
