@@ -101,3 +101,20 @@ def test_finetune_full_and_linear_probe(synth_shards, pretrained, tmp_path):
     frozen = [k for k in before if not k.startswith("fc.") and before[k].is_floating_point()]
     assert all(torch.equal(before[k], probe[k]) for k in frozen)  # the probe leaves the backbone alone
     assert not all(torch.equal(before[k], full[k]) for k in frozen)
+
+
+def test_evaluate_model_figures_equal_the_video_outputs(synth_shards, pretrained):
+    from argparse import Namespace
+
+    from train.evaluate import evaluate_model
+    r = evaluate_model(Namespace(checkpoint=str(pretrained), shards=str(synth_shards), split="val", clips=2,
+                                 probe_split="", device="cpu", loader="torch", batch_size=4, workers=1, predictions=None))
+    backbone, _, cfg = load_model(str(pretrained), torch.device("cpu"))
+    out = video_outputs(backbone, str(synth_shards), "val", cfg, clips=2, device=torch.device("cpu"),
+                        loader="torch", batch_size=4, workers=1)
+    labels = out["labels"]
+    assert r["top1"] == pytest.approx((out["probs"].argmax(1) == labels).double().mean().item())
+    assert r["masked_top1"] == pytest.approx((out["masked"].argmax(1) == labels).double().mean().item())
+    assert r["masked_confidence"] == pytest.approx(out["masked"].max(1).values.double().mean().item(), rel=1e-5)
+    assert 1 / out["masked"].shape[1] <= r["masked_confidence"] <= 1
+    assert not torch.equal(out["probs"], out["masked"])  # the masked pass sees other pixels

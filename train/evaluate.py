@@ -5,7 +5,8 @@
 
 Model evaluation (the paper's video-level protocol): the softmax averaged over --clips evenly
 spaced clips of each video gives its prediction (top-1, top-5); the same on the human-masked
-clips gives masked top-1 (lower, towards chance, means less reliance on the scene); the scene
+clips gives masked top-1 (lower, towards chance, means less reliance on the scene) and masked
+confidence (the mean top probability there; 1 / classes when the model has no idea); the scene
 probe is a linear classifier fitted on frozen features of --probe-split videos to predict the
 scene pseudo label's argmax, its accuracy on --split (lower means less scene information in
 the features). --predictions writes one JSON line per video.
@@ -80,7 +81,10 @@ def evaluate_model(args) -> dict:
     result = {"checkpoint": str(args.checkpoint), "split": args.split, "videos": len(labels), "clips": args.clips,
               "top1": (top5[:, 0] == labels).double().mean().item(),
               "top5": (top5 == labels[:, None]).any(1).double().mean().item(),
-              "masked_top1": (out["masked"].argmax(1) == labels).double().mean().item()}
+              "masked_top1": (out["masked"].argmax(1) == labels).double().mean().item(),
+              # how sure the model stays once the humans are gone (1 / classes = no idea): top-1 alone
+              # counts a near-uniform prediction whose slight tilt follows the scene as a hit
+              "masked_confidence": out["masked"].max(1).values.double().mean().item()}
     if args.probe_split:
         fit = video_outputs(backbone, args.shards, args.probe_split, cfg, clips=1, masked_pass=False, **common)
         probe = fit_linear(fit["features"], fit["scene"], 365)
