@@ -118,3 +118,7 @@ def test_evaluate_model_figures_equal_the_video_outputs(synth_shards, pretrained
     assert r["masked_confidence"] == pytest.approx(out["masked"].max(1).values.double().mean().item(), rel=1e-5)
     assert 1 / out["masked"].shape[1] <= r["masked_confidence"] <= 1
     assert not torch.equal(out["probs"], out["masked"])  # the masked pass sees other pixels
+    unmasked = evaluate_model(Namespace(checkpoint=str(pretrained), shards=str(synth_shards), split="val", clips=2,
+                                        probe_split="", device="cpu", loader="torch", batch_size=4, workers=1,
+                                        predictions=None), masked=False)
+    assert unmasked == {k: v for k, v in r.items() if not k.startswith("masked")}

@@ -98,8 +98,8 @@ def run_seed(a, seed: int, data: dict, runs: Path) -> dict:
         ev = dict(checkpoint=str(ckpt), shards=str(data["main"]), clips=a.clips, device="cpu", loader=a.loader,
                   batch_size=a.batch_size, workers=a.workers)
         val = evaluate_model(argparse.Namespace(**ev, split="val", probe_split="", predictions=None))
-        test = evaluate_model(argparse.Namespace(**ev, split="test", probe_split="train",
-                                                 predictions=str(out / "test_predictions.jsonl")))
+        test = evaluate_model(argparse.Namespace(**ev, split="test", probe_split="train",  # masked figures: on val
+                                                 predictions=str(out / "test_predictions.jsonl")), masked=False)
         if finetune(["--init", str(ckpt), "--shards", str(data["novel"]), "--out", str(out / "novel"), "--linear-probe",
                      "--clips", str(a.clips), "--lr", str(a.probe_lr), "--epochs", str(a.probe_epochs),
                      *run_args(a)]) != 0:
