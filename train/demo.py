@@ -1,7 +1,7 @@
 """The whole method on the synthetic scene-biased set, end to end (what `make demo` runs).
 
-    python -m train.demo                       # one seed, ~30 minutes on 2 CPU cores
-    python -m train.demo --seeds 3 --ablation  # mean and spread over seeds, the paper's Table 5
+    python -m train.demo                       # one seed, ~15.5 minutes on 2 CPU cores
+    python -m train.demo --seeds 3 --ablation  # mean and spread over seeds, the paper's Table 5 (about an hour)
 
 1. prep-synth: a biased world (train/val at --bias, unbiased test, novel-action splits) and the
    same world unbiased (--bias 0) for the control; prep-shards for each.
