@@ -17,7 +17,9 @@ from .format import CODECS, ShardFormatError
 # The GOP bounds how far a random-window decode has to seek back (cost) vs file size.
 ENCODER_OPTIONS = {
     "vp9": {"crf": "32", "b:v": "0", "deadline": "good", "cpu-used": "5", "row-mt": "0"},
-    "h264": {"crf": "23", "preset": "fast"},
+    # cpu-independent: x264's AVX-512 code gave different bytes from run to run for the same frames
+    # (3 to 6 digests in 8 encodes of one video on an AVX-512 Xeon); this keeps the output reproducible
+    "h264": {"crf": "23", "preset": "fast", "x264-params": "cpu-independent=1"},
     "mjpeg": {"q:v": "3"},
 }
 

@@ -56,6 +56,20 @@ def test_outputs_and_validation_figures(synth_shards, tmp_path):
     assert 0 <= val[0]["top1"] <= val[0]["top5"] <= 1
 
 
+def test_val_every_zero_skips_validation_and_trains_the_same(synth_shards, tmp_path):
+    assert pretrain(args(synth_shards, tmp_path / "validated", "--epochs", "2")) == 0
+    # the val split is not even opened: a caller that evaluates afterwards need not write one
+    assert pretrain(args(synth_shards, tmp_path / "silent", "--epochs", "2", "--val-every", "0",
+                         "--val-split", "no_such_split")) == 0
+    kinds = lambda run: [json.loads(r)["kind"] for r in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+    assert kinds("validated").count("val") == 2 and "val" not in kinds("silent")
+    assert (tmp_path / "validated" / "best.pt").exists() and not (tmp_path / "silent" / "best.pt").exists()
+    a, b = (checkpoint.load(tmp_path / run / "checkpoint.pt") for run in ("validated", "silent"))
+    assert a["step"] == b["step"] == 6 and a["epoch"] == b["epoch"] == 2
+    for key, value in a["backbone"].items():
+        assert torch.equal(value, b["backbone"][key]), key
+
+
 @pytest.mark.parametrize("debias", ["none", "adv", "ent"])
 def test_ablation_settings_run(synth_shards, tmp_path, debias):
     assert pretrain(args(synth_shards, tmp_path, "--debias", debias, "--max-steps", "1", "--scene-labels", "hard")) == 0
@@ -68,6 +82,8 @@ def test_bad_flags_and_refusals(synth_shards, tmp_path):
         pretrain(args(synth_shards, tmp_path, "--debias", "adv,foo"))
     with pytest.raises(SystemExit, match="--init nope.pt: no such file"):
         pretrain(args(synth_shards, tmp_path, "--init", "nope.pt"))
+    with pytest.raises(SystemExit, match="--val-every -1: use a number of epochs, or 0 for never"):
+        pretrain(args(synth_shards, tmp_path, "--val-every", "-1"))
     assert pretrain(args(synth_shards, tmp_path, "--max-steps", "1")) == 0
     with pytest.raises(SystemExit, match="exists and --no-resume was given"):
         pretrain(args(synth_shards, tmp_path, "--no-resume"))

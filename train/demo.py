@@ -3,8 +3,8 @@
     python -m train.demo                       # one seed, ~15.5 minutes on 2 CPU cores
     python -m train.demo --seeds 3 --ablation  # mean and spread over seeds, the paper's Table 5 (about an hour)
 
-1. prep-synth: a biased world (train/val at --bias, unbiased test, novel-action splits) and the
-   same world unbiased (--bias 0) for the control; prep-shards for each.
+1. prep-synth: a biased world (train/val at --bias, unbiased test, novel-action splits) and,
+   for the control, a train split of the same world unbiased (--bias 0); prep-shards for each.
 2. pretrain, with the same seed and budget: the baseline (--debias none), the debiased model
    (adv,ent), the control (a baseline on the unbiased train split: it shows the action is
    learnable at this budget, without which the comparison means nothing), and with --ablation
@@ -48,7 +48,7 @@ def make_data(a, data: Path) -> dict[str, Path]:
     if not (raw / "annotations" / "world.json").exists():
         generate(raw, counts, bias=a.bias, **common)
     if not (control_raw / "annotations" / "world.json").exists():
-        generate(control_raw, {"train": a.train, "val": a.val}, bias=0.0, **common)
+        generate(control_raw, {"train": a.train}, bias=0.0, **common)  # evaluated on the main world's splits
     out = {"main": data / "shards", "novel": data / "shards-novel", "control": data / "shards-control"}
     for name, dataset, root in (("main", "synth", raw), ("novel", "synth-novel", raw), ("control", "synth", control_raw)):
         code = prep_shards(["--dataset", dataset, "--root", str(root), "--out", str(out[name]), "--codec", a.codec,
@@ -62,14 +62,14 @@ def make_data(a, data: Path) -> dict[str, Path]:
 def run_args(a) -> list[str]:
     """Flags shared by pretraining and the novel-action probe."""
     return ["--device", "cpu", "--loader", a.loader, "--workers", str(a.workers), "--batch-size", str(a.batch_size),
-            "--optimizer", "adamw", "--weight-decay", "1e-4", "--log-every", "20", "--ckpt-every", "100000"]
+            "--optimizer", "adamw", "--weight-decay", "1e-4", "--log-every", "20", "--ckpt-every", "100000",
+            "--val-every", "0"]  # the demo evaluates afterwards, at video level
 
 
 def pretrain_args(a) -> list[str]:
     return [*run_args(a), "--arch", a.arch, "--input", a.input, "--frames", str(a.frames), "--stride", str(a.stride),
             "--size", str(a.size), "--lr", str(a.lr), "--epochs", "1000", "--max-steps", str(a.steps),
-            "--adv-lambda", str(a.adv_lambda), "--mask-shape", a.mask_shape,
-            "--val-every", "1000"]  # the demo evaluates afterwards, at video level
+            "--adv-lambda", str(a.adv_lambda), "--mask-shape", a.mask_shape]
 
 
 def home_metrics(predictions: Path, classes: list[str], world: dict) -> dict:

@@ -95,7 +95,7 @@ class Config:
     init_head: bool = True         # also take the action and scene heads from --init (off: a new label set)
     freeze_backbone: bool = False  # train the action head only, on frozen features (a linear probe)
     log_every: int = 10            # iterations between metric lines
-    val_every: int = 1             # validate every N epochs (always after the last)
+    val_every: int = 1             # validate every N epochs (always after the last; 0: never, no best.pt)
     ckpt_every: int = 200          # iterations between checkpoints (also at every epoch end)
     log_samples: bool = False      # write the keys each process trained on to OUT/samples-rank<r>.txt
 
@@ -112,6 +112,8 @@ def check(cfg: Config) -> None:
                           ("mask_shape", ("box", "tube"))):
         if getattr(cfg, name) not in allowed:
             problems.append(f"--{name.replace('_', '-')} {getattr(cfg, name)}: choose from {', '.join(allowed)}")
+    if cfg.val_every < 0:
+        problems.append(f"--val-every {cfg.val_every}: use a number of epochs, or 0 for never")
     if cfg.init and not Path(cfg.init).is_file():
         problems.append(f"--init {cfg.init}: no such file")
     if problems:
@@ -140,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
                   seed=cfg.seed, rank=dist.rank, world_size=dist.world_size, num_threads=cfg.workers,
                   mask_shape=cfg.mask_shape, mask_threshold=cfg.mask_threshold)
     train_loader = build_loader(cfg.shards, cfg.train_split, batch_size=cfg.batch_size, train=True, **common)
-    val_loader = build_loader(cfg.shards, cfg.val_split, batch_size=cfg.batch_size, train=False, **common)
+    # the val split need not exist when nothing validates (a caller that evaluates afterwards)
+    val_loader = build_loader(cfg.shards, cfg.val_split, batch_size=cfg.batch_size, train=False, **common) \
+        if cfg.val_every else None
     classes = train_loader.index.manifest["classes"]
     kept, total = train_loader.mask_filter_kept
     global_batch = cfg.batch_size * dist.world_size
@@ -284,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         if finished and batch_in_epoch < len(train_loader):
             save(ckpt_path, epoch, batch_in_epoch)  # stopped mid-epoch by --max-steps
             break
-        if (epoch + 1) % cfg.val_every and epoch + 1 < cfg.epochs and not finished:
+        last = finished or epoch + 1 == cfg.epochs
+        if not cfg.val_every or ((epoch + 1) % cfg.val_every and not last):
             epoch, start_batch = epoch + 1, 0
             save(ckpt_path, epoch, 0)
             continue
