@@ -157,8 +157,9 @@ def clip_plan(n_videos: int, batch: int, count: int) -> list[list[tuple[int, int
 # our loaders
 
 def ours(shards: Path, backend: str, device: str, args, post: bool = True):
-    """Our loader; post=False stops after the decoder stage (DALI graph or PyAV workers), before
-    box rectangles, masking, flip and normalisation in torch: the split used by the profile."""
+    """Our loader; post=False stops after the decoder stage (the DALI graph, which also flips and
+    normalises, or PyAV workers and torch's normalise), before the box rectangles and the masked
+    copy in torch: the split used by the profile."""
     loader = build_loader(shards, "train", backend=backend, batch_size=args.batch, frames=args.frames, size=args.size,
                           device=device, num_threads=args.workers, seed=SEED)
     epoch = 0
@@ -168,8 +169,8 @@ def ours(shards: Path, backend: str, device: str, args, post: bool = True):
             for batch in loader:
                 yield batch["clip"].shape[0]
         else:
-            for frames, _ in loader.decoder.run(loader.index, loader.cfg, epoch, loader.batches()):
-                yield frames.shape[0]
+            for clip, _ in loader.decoder.run(loader.index, loader.cfg, epoch, loader.batches()):
+                yield clip.shape[0]
         epoch += 1
 
 

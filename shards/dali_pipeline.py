@@ -2,9 +2,11 @@
 
 Python picks the samples and frames (shards/sampling.py) and reads the encoded bytes through
 the shard index files; DALI decodes only the frames of each clip (NVDEC via the "mixed"
-backend on a GPU, FFmpeg's CPU decoders otherwise: VP8, VP9, MJPEG), slices the crop, and
-computes the full-frame means the masking needs. Batches reach torch on the device without
-a trip through the host. Feeding DALI from Python, instead of fn.readers.webdataset, is what
+backend on a GPU, FFmpeg's CPU decoders otherwise: VP8, VP9, MJPEG), slices the crop, flips,
+normalises and lays it out channels-first in one crop_mirror_normalize (what
+shards.masking.normalise does in torch for the reference loader: 0.86x the loader's CPU per
+clip on 2 cores, benchmarks/README.md), and computes the full-frame means the masking needs. Batches reach torch
+on the device without a trip through the host. Feeding DALI from Python, instead of fn.readers.webdataset, is what
 gives both backends the same clips, every rank the same number of batches, per-epoch
 reshuffles from (seed, epoch), and an exact resume position.
 """
@@ -16,6 +18,7 @@ from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
 from .loader import params_of
+from .masking import MEAN, STD
 
 
 
@@ -29,13 +32,14 @@ class DaliDecoder:
         if info.iteration >= len(self._plan):
             raise StopIteration
         index, cfg, epoch = self._job
-        videos, frames, starts = [], [], []
+        videos, frames, starts, flips = [], [], [], []
         for sample, clip in self._plan[info.iteration]:
             p = params_of(index, cfg, epoch, sample, clip)
             videos.append(np.frombuffer(index.read(sample, "video"), np.uint8))
             frames.append(p.frames.astype(np.int32))
             starts.append(np.array([p.y0, p.x0], np.int32))
-        return videos, frames, starts
+            flips.append(np.array(p.flip, np.int32))
+        return videos, frames, starts, flips
 
     def _pipeline(self):
         gpu = self.device.type == "cuda"
@@ -43,21 +47,24 @@ class DaliDecoder:
         @pipeline_def(batch_size=self.batch_size, num_threads=self.num_threads, prefetch_queue_depth=2,
                       device_id=(self.device.index or 0) if gpu else None, exec_dynamic=True)
         def pipe():
-            video, frames, start = fn.external_source(source=self._source, num_outputs=3, batch=True,
-                                                      batch_info=True, dtype=[types.UINT8, types.INT32, types.INT32])
+            video, frames, start, flip = fn.external_source(source=self._source, num_outputs=4, batch=True,
+                                                            batch_info=True, dtype=[types.UINT8] + [types.INT32] * 3)
             decoded = fn.decoders.video(video, device="mixed" if gpu else "cpu", frames=frames)
             crop = fn.slice(decoded, start, [self.size, self.size], axis_names="HW")
+            clip = fn.crop_mirror_normalize(crop, mirror=flip, mean=[255 * m for m in MEAN], std=[255 * s for s in STD],
+                                            output_layout="CFHW", dtype=types.FLOAT)
             means = fn.reductions.mean(decoded, axis_names="HW", dtype=types.FLOAT)
-            return crop, means
+            return clip, means
 
         return pipe()
 
     def run(self, index, cfg, epoch, plan):
-        """Decoded crops and means per batch of `plan`, as torch tensors on the device."""
+        """Per batch of `plan`, on the device: the clips as shards.masking.normalise makes them, and
+        the full-frame means."""
         self._plan, self._job = plan, (index, cfg, epoch)
         if not plan:
             return
-        iterator = DALIGenericIterator([self._pipeline()], ["frames", "means"], auto_reset=False,
+        iterator = DALIGenericIterator([self._pipeline()], ["clip", "means"], auto_reset=False,
                                        last_batch_policy=LastBatchPolicy.PARTIAL, prepare_first_batch=False)
         for out in iterator:
-            yield out[0]["frames"], out[0]["means"]
+            yield out[0]["clip"], out[0]["means"]

@@ -9,8 +9,9 @@
 
 Two backends cut the same clips (shards/sampling.py) and mask them with the same function
 (shards/masking.py): "dali" decodes in DALI (NVDEC on the GPU, the CPU decoder otherwise)
-straight into the crop, "torch" is the reference, PyAV in DataLoader workers, written for
-clarity. Masking, flipping and normalisation run in torch on `device`, where the clip is.
+straight into the crop and flips and normalises it there, "torch" is the reference, PyAV in
+DataLoader workers and torch for the rest, written for clarity. The masked copy is made in
+torch on `device`, where the clip is.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .masking import box_rects, model_inputs, pad_rects
+from .masking import box_rects, masked_copy, normalise, pad_rects
 from .sampling import MaskFilter, SplitIndex, clip_params, epoch_batches
 from .video import decode_frames
 
@@ -73,16 +74,14 @@ class ClipLoader:
 
     def __iter__(self):
         plan = self.batches()[self.start_batch:]
-        for items, (frames, means) in zip(plan, self.decoder.run(self.index, self.cfg, self.epoch, plan)):
+        for items, (clip, means) in zip(plan, self.decoder.run(self.index, self.cfg, self.epoch, plan)):
             described = [describe(self.index, self.cfg, self.epoch, s, k) for s, k in items]
-            frames = frames.to(self.device, non_blocking=True)
             means = means.to(self.device, non_blocking=True)
             rects = torch.from_numpy(pad_rects([d["rects"] for d in described])).to(self.device)
             flips = torch.tensor([d["params"].flip for d in described], device=self.device)
-            clip, masked = model_inputs(frames, means, rects, flips)
             yield {
                 "clip": clip,
-                "masked": masked,
+                "masked": masked_copy(clip, means, rects, flips),
                 "label": torch.from_numpy(self.index.labels[[s for s, _ in items]]).to(self.device),
                 "scene": torch.from_numpy(np.stack([self.index.scene(s) for s, _ in items])).to(self.device),
                 "mask_ok": torch.from_numpy(self.index.mask_ok[[s for s, _ in items]]).to(self.device),
@@ -130,15 +129,19 @@ def _stack(batch):
 
 
 class TorchDecoder:
-    def __init__(self, num_workers: int, pin_memory: bool):
-        self.num_workers, self.pin_memory = num_workers, pin_memory
+    def __init__(self, num_workers: int, device: torch.device):
+        self.num_workers, self.device = num_workers, device
 
     def run(self, index, cfg, epoch, plan):
+        """Per batch of `plan`: the normalised clips on the device and the full-frame means."""
         dataset = _DecodeDataset(index, cfg, epoch)
         # forkserver: workers forked from a clean server, never from a process running DALI/torch threads
-        loader = DataLoader(dataset, batch_sampler=plan, num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            collate_fn=_stack, multiprocessing_context="forkserver" if self.num_workers else None)
-        yield from loader
+        loader = DataLoader(dataset, batch_sampler=plan, num_workers=self.num_workers, collate_fn=_stack,
+                            pin_memory=self.device.type == "cuda",
+                            multiprocessing_context="forkserver" if self.num_workers else None)
+        for items, (frames, means) in zip(plan, loader):
+            flips = torch.tensor([params_of(index, cfg, epoch, s, k).flip for s, k in items], device=self.device)
+            yield normalise(frames.to(self.device, non_blocking=True), flips), means
 
 
 def build_loader(shards_dir, split: str, *, backend: str = "dali", batch_size: int, frames: int = 16,
@@ -161,7 +164,7 @@ def build_loader(shards_dir, split: str, *, backend: str = "dali", batch_size: i
                          f"use a smaller size or re-run prep-shards with a larger --short-side")
     dev = torch.device(device)
     if backend == "torch":
-        decoder = TorchDecoder(num_threads, pin_memory=dev.type == "cuda")
+        decoder = TorchDecoder(num_threads, dev)
     elif backend == "dali":
         from .dali_pipeline import DaliDecoder
         decoder = DaliDecoder(batch_size, num_threads, dev, size)

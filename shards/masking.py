@@ -65,32 +65,37 @@ def pad_rects(rects: list[np.ndarray]) -> np.ndarray:
     return out
 
 
-def model_inputs(frames: torch.Tensor, means: torch.Tensor, rects: torch.Tensor,
-                 flips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model's two inputs from a decoded batch, on the batch's device.
-
-    frames uint8 (B, T, H, W, 3) crops, means (B, T, 3) full-frame means, rects int (B, T, K, 4)
-    from box_rects, flips bool (B,) -> clip, masked: float (B, 3, T, H, W), normalised, flipped
-    where asked. Few passes over the batch (it dominated the loader's time when written as
-    mask-then-normalise twice): flip the uint8 frames, one channels-first float copy, one
-    multiply-add for /255 and mean/std, then the masked copy as one select from the clip with
-    the normalised means, the rectangles mirrored for flipped clips (masking commutes with the
-    flip and the normalisation).
-    """
+def normalise(frames: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, T, H, W, 3) crops, flips bool (B,) -> float (B, 3, T, H, W), flipped where asked,
+    Kinetics mean/std: the reference for what DALI's crop_mirror_normalize does in its graph.
+    One channels-first float copy and one multiply-add (each pass over the batch counts on a CPU)."""
     b, t, h, w, _ = frames.shape
     dev = frames.device
     std, mean = torch.tensor(STD, device=dev), torch.tensor(MEAN, device=dev)
-    scale, shift = (1 / (255 * std)).view(1, 3, 1, 1, 1), (-mean / std).view(1, 3, 1, 1, 1)
-    flip = flips.view(-1, 1, 1, 1, 1)
-    frames = torch.where(flip, frames.flip(3), frames)
+    frames = torch.where(flips.view(-1, 1, 1, 1, 1), frames.flip(3), frames)
     clip = torch.empty((b, 3, t, h, w), device=dev)
     clip.copy_(frames.permute(0, 4, 1, 2, 3))
-    torch.addcmul(shift, clip, scale, out=clip)
+    return torch.addcmul((-mean / std).view(1, 3, 1, 1, 1), clip, (1 / (255 * std)).view(1, 3, 1, 1, 1), out=clip)
+
+
+def masked_copy(clip: torch.Tensor, means: torch.Tensor, rects: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """The human-masked copy of a normalised batch, on its device, in one select.
+
+    clip float (B, 3, T, H, W) from normalise (flipped where asked), means (B, T, 3) full-frame
+    means in [0, 255], rects int (B, T, K, 4) from box_rects (crop coordinates, before the flip)
+    -> float (B, 3, T, H, W). Masking commutes with the flip and the normalisation, so the
+    rectangles are mirrored for flipped clips and the fill is the normalised mean.
+    """
+    b, _, t, h, w = clip.shape
+    dev = clip.device
+    std, mean = torch.tensor(STD, device=dev), torch.tensor(MEAN, device=dev)
+    flip = flips.view(-1, 1, 1)
     r0, r1, c0, c1 = rects.unbind(-1)
-    c0, c1 = torch.where(flip[..., 0, 0], w - c1, c0), torch.where(flip[..., 0, 0], w - c0, c1)
+    c0, c1 = torch.where(flip, w - c1, c0), torch.where(flip, w - c0, c1)
     rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
     rows_in = (rows >= r0[..., None]) & (rows < r1[..., None])  # (B, T, K, H)
     cols_in = (cols >= c0[..., None]) & (cols < c1[..., None])  # (B, T, K, W)
     inside = (rows_in[..., :, None] & cols_in[..., None, :]).any(2)  # (B, T, H, W)
-    fill = means.permute(0, 2, 1)[..., None, None].float() * scale + shift  # (B, 3, T, 1, 1)
-    return clip, torch.where(inside[:, None], fill, clip)
+    fill = ((means.float() / 255 - mean) / std).permute(0, 2, 1)[..., None, None]  # (B, 3, T, 1, 1)
+    return torch.where(inside[:, None], fill, clip)
+

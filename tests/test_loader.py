@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from shards.loader import build_loader, describe
-from shards.masking import MEAN, STD, box_rects, model_inputs
+from shards.masking import MEAN, STD, box_rects, masked_copy, normalise
 from shards.sampling import MaskFilter, SplitIndex, epoch_batches
 from shards.video import decode_frames
 
@@ -88,7 +88,9 @@ def test_drawn_rectangle_masked_exactly():
     crop = torch.from_numpy(frame[:, :, :, :8].copy())
     means = torch.tensor([[[90.0, 90.0, 90.0]]])
     for flip in (False, True):
-        clip, masked = model_inputs(crop, means, rects, torch.tensor([flip]))
+        flips = torch.tensor([flip])
+        clip = normalise(crop, flips)
+        masked = masked_copy(clip, means, rects, flips)
         expected = frame[:, :, :, :8].astype(np.float32)
         expected[0, 0, 2:5, 3:7] = 90.0
         if flip:
