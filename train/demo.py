@@ -1,7 +1,7 @@
 """The whole method on the synthetic scene-biased set, end to end (what `make demo` runs).
 
-    python -m train.demo                       # one seed, ~15.5 minutes on 2 CPU cores
-    python -m train.demo --seeds 3 --ablation  # mean and spread over seeds, the paper's Table 5 (about an hour)
+    python -m train.demo                       # one seed, 8 minutes on 2 AVX-512 CPU cores
+    python -m train.demo --seeds 3 --ablation  # mean and spread over seeds, the paper's Table 5 (~36 minutes)
 
 1. prep-synth: a biased world (train/val at --bias, unbiased test, novel-action splits) and,
    for the control, a train split of the same world unbiased (--bias 0); prep-shards for each.
