@@ -77,10 +77,10 @@ class PersonDetector:
         picked = list(range(0, len(frames), self.stride))
         detected: list[list[list[float]]] = []
         for start in range(0, len(picked), self.batch):
-            # ultralytics takes numpy images as OpenCV does: BGR, (H, W, 3)
+            # ultralytics takes numpy images as OpenCV does: BGR, (H, W, 3); quantize replaced half in 8.4
             images = [np.ascontiguousarray(frames[t, :, :, ::-1]) for t in picked[start:start + self.batch]]
             results = self.model.predict(images, conf=self.conf, imgsz=self.imgsz, classes=[PERSON],
-                                         device=self.device, half=self.half, batch=len(images),
+                                         device=self.device, quantize=16 if self.half else 32, batch=len(images),
                                          verbose=False)
             detected += [to_boxes(r.boxes.xyxy, r.boxes.conf, r.boxes.cls, width, height) for r in results]
         return [[list(box) for box in detected[t // self.stride]] for t in range(len(frames))]
