@@ -4,11 +4,12 @@ Python picks the samples and frames (shards/sampling.py) and reads the encoded b
 the shard index files; DALI decodes only the frames of each clip (NVDEC via the "mixed"
 backend on a GPU, FFmpeg's CPU decoders otherwise: VP8, VP9, MJPEG), slices the crop, flips,
 normalises and lays it out channels-first in one crop_mirror_normalize (what
-shards.masking.normalise does in torch for the reference loader: 0.86x the loader's CPU per
-clip on 2 cores, benchmarks/README.md), and computes the full-frame means the masking needs. Batches reach torch
-on the device without a trip through the host. Feeding DALI from Python, instead of fn.readers.webdataset, is what
-gives both backends the same clips, every rank the same number of batches, per-epoch
-reshuffles from (seed, epoch), and an exact resume position.
+shards.masking.normalise does in torch for the reference loader; in DALI the loader took 0.86x
+the CPU per clip on 2 cores, benchmarks/README.md), and computes the full-frame means the
+masking needs. Batches reach torch on the device without a trip through the host. Feeding DALI
+from Python, instead of fn.readers.webdataset, is what gives both backends the same clips,
+every rank the same number of batches, per-epoch reshuffles from (seed, epoch), and an exact
+resume position.
 """
 from __future__ import annotations
 

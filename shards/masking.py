@@ -98,4 +98,3 @@ def masked_copy(clip: torch.Tensor, means: torch.Tensor, rects: torch.Tensor, fl
     inside = (rows_in[..., :, None] & cols_in[..., None, :]).any(2)  # (B, T, H, W)
     fill = ((means.float() / 255 - mean) / std).permute(0, 2, 1)[..., None, None]  # (B, 3, T, 1, 1)
     return torch.where(inside[:, None], fill, clip)
-
