@@ -17,6 +17,8 @@
 #      CPU path, then every loader (ours on CPU and GPU, VP9/MJPEG/H.264, and the peers)
 #   3. benchmarks/train_step.py --device cuda: r3d18, 16x112x112, bf16, both schedules, the
 #      largest batch that fits, from memory and from the real loader
+#   4. benchmarks/loader.py on 300-frame videos: the cost of a clip by window position (streams
+#      cut from mid-video segments, decoded by NVDEC) and against 32-frame videos
 # and prints a short table last. Results: JSON files in $OUT (or ./gpu-check-out).
 # GPU_CHECK_CPU_DRY_RUN=1 runs the same steps on the CPU at the smoke-test sizes (to check the
 # script itself on a machine without a GPU; nothing is installed then).
@@ -96,10 +98,16 @@ SHARDS=()
 step train 200 $PY benchmarks/train_step.py "${TRAIN_ARGS[@]}" --loader "$LOADER" "${SHARDS[@]}" \
     --json "$RESULTS/train_step.json"
 
+# ---- 4. loader on Kinetics-length videos (300 frames): cost by window position, long vs short
+if [[ $LOADER == dali && $DRY != 1 ]]; then
+    step loader-300 150 $PY benchmarks/loader.py --device cuda --videos 128 --video-frames 300 --batch 16 \
+        --batches 8 --workers "$WORKERS" --work "$RESULTS/data-300" --json "$RESULTS/loader-300.json"
+fi
+
 # ---- summary, last
 echo
 echo "================ GPU check summary ($SECONDS s) ================"
-for name in install gpu-tests loader train; do
+for name in install gpu-tests loader train loader-300; do
     [[ -n "${STATUS[$name]:-}" ]] && printf '%-10s %s\n' "$name" "${STATUS[$name]}"
 done
 $PY - "$RESULTS" <<'EOF'
@@ -115,6 +123,14 @@ if (out / "loader.json").is_file():
             print(f"{x['name']:44s} failed: {x['error'][:60]}")
         else:
             print(f"{x['name']:44s} {x['clips_per_s']:8.1f} {x['vs_official']:10.2f}x {x['bound_over_loader']:11.2f}x")
+if (out / "loader-300.json").is_file():
+    r = json.loads((out / "loader-300.json").read_text())
+    print("300-frame videos, ms per clip by window position (first / middle / last, last/first):")
+    for x in r["positions"]:
+        print(f"  {x['name']:42s} " + " / ".join(f"{x[p]['ms_per_clip']:.2f}" for p in ("first", "middle", "last"))
+              + f"  {x['last_over_first']:.2f}x")
+    if r["length"]:
+        print(f"  dali-cpu vp9 batch 4: 300 vs 32 frames per clip: {r['length']['long_over_short']:.2f}x")
 if (out / "train_step.json").is_file():
     r = json.loads((out / "train_step.json").read_text())
     ref = r["flops"]

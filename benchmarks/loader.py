@@ -1,6 +1,7 @@
 """Loader throughput against the peers, on the same videos and the same clips, in one run.
 
     python benchmarks/loader.py --work /tmp/loader-bench       # CPU, ~2 minutes on 2 cores (~1 reusing --work)
+    python benchmarks/loader.py --video-frames 300 --work /tmp/loader-300   # Kinetics-length videos
     python benchmarks/loader.py --quick --json out.json        # the smoke test's size
     python benchmarks/loader.py --device cuda --json gpu.json  # GPU: also dali-gpu (VP9, MJPEG, H.264), parity
 
@@ -20,8 +21,14 @@ or DALI threads:
             videos), masked in numpy, one decode for clip and masked copy
 and the decode-only bound: each decoder alone on the same clips, same threads, from memory.
 Reports clips/s (one clip = the clip and its masked copy, normalised), CPU-seconds per clip
-(this process and its workers), bytes on disk per video, and the ratios. With CUDA it first
-checks that DALI's mixed (NVDEC) decoding and the GPU masking agree with the CPU path.
+(this process and its workers), bytes on disk per video, and the ratios. Then the cost by window
+position: the same loaders (and decoders alone) reading only the first, only the middle or only
+the last 16-frame window of every video (eval windows: centre crop, no flip), ms per clip. With
+--video-frames other than --short-frames (32), also our DALI loader (VP9, batch 4, train mode) on
+videos of --short-frames frames of the same content (the generator's first frames), alternated
+with the long ones: what a clip costs as videos get longer. With CUDA it first checks that DALI's
+mixed (NVDEC) decoding and the GPU masking agree with the CPU path, on first, middle and last
+windows.
 """
 from __future__ import annotations
 
@@ -143,25 +150,35 @@ def measure(name: str, batches, n: int, device: str, **info) -> dict:
             "cpu_s_per_clip": round(cpu / clips, 4)}
 
 
-def clip_plan(n_videos: int, batch: int, count: int) -> list[list[tuple[int, int]]]:
-    """The first `count` training batches as (epoch, sample) pairs, as ClipLoader deals them."""
+def clip_plan(n_videos: int, batch: int, count: int) -> list[list[tuple[int, int, int]]]:
+    """The first `count` training batches as (epoch, sample, clip) triples, as ClipLoader deals them."""
     out, epoch = [], 0
     while len(out) < count:
-        out += [[(epoch, int(s)) for s in b] for b in epoch_batches(n_videos, batch, seed=SEED, epoch=epoch, rank=0,
-                                                                        world_size=1, train=True)]
+        out += [[(epoch, int(s), 0) for s in b] for b in epoch_batches(n_videos, batch, seed=SEED, epoch=epoch, rank=0,
+                                                                           world_size=1, train=True)]
         epoch += 1
     return out[:count]
+
+
+POSITIONS = ("first", "middle", "last")  # eval windows 0, 1, 2 of clips=3: start 0, the centre, the end
+
+
+def position_plan(n_videos: int, batch: int, count: int, position: str) -> list[list[tuple[int, int, int]]]:
+    """`count` batches of one window position, videos in a fixed shuffled order (epoch 0, clip k of 3)."""
+    k = POSITIONS.index(position)
+    order = np.resize(np.random.default_rng(SEED).permutation(n_videos), batch * count)
+    return [[(0, int(s), k) for s in order[i:i + batch]] for i in range(0, len(order), batch)]
 
 
 # ---------------------------------------------------------------------------------------------
 # our loaders
 
-def ours(shards: Path, backend: str, device: str, args, post: bool = True):
+def ours(shards: Path, backend: str, device: str, args, post: bool = True, batch: int = 0):
     """Our loader; post=False stops after the decoder stage (the DALI graph, which also flips and
     normalises, or PyAV workers and torch's normalise), before the box rectangles and the masked
     copy in torch: the split used by the profile."""
-    loader = build_loader(shards, "train", backend=backend, batch_size=args.batch, frames=args.frames, size=args.size,
-                          device=device, num_threads=args.workers, seed=SEED)
+    loader = build_loader(shards, "train", backend=backend, batch_size=batch or args.batch, frames=args.frames,
+                          size=args.size, device=device, num_threads=args.workers, seed=SEED)
     epoch = 0
     while True:
         loader.set_epoch(epoch)
@@ -172,6 +189,14 @@ def ours(shards: Path, backend: str, device: str, args, post: bool = True):
             for clip, _ in loader.decoder.run(loader.index, loader.cfg, epoch, loader.batches()):
                 yield clip.shape[0]
         epoch += 1
+
+
+def ours_at(shards: Path, backend: str, device: str, args, plan):
+    """Our loader on one window position (eval clips: 3 per video, only those of `plan`)."""
+    loader = build_loader(shards, "train", backend=backend, batch_size=args.batch, frames=args.frames, size=args.size,
+                          device=device, num_threads=args.workers, seed=SEED, train=False, clips=len(POSITIONS))
+    for batch in loader.run([[(s, k) for _, s, k in b] for b in plan]):
+        yield batch["clip"].shape[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,14 +212,14 @@ def normalise(clip: torch.Tensor, flip: bool) -> torch.Tensor:
 
 
 class PeerClips(Dataset):
-    """Items are (epoch, sample); every peer cuts the clip our loaders cut (shards.loader.describe)."""
+    """Items are (epoch, sample, clip); every peer cuts the clip our loaders cut (shards.loader.describe)."""
 
     def __init__(self, index: SplitIndex, cfg: LoaderConfig):
         self.index, self.cfg = index, cfg
 
     def clip(self, item):
-        epoch, sample = item
-        d = describe(self.index, self.cfg, epoch, sample, 0)
+        epoch, sample, clip = item
+        d = describe(self.index, self.cfg, epoch, sample, clip)
         return sample, d["params"], d["rects"]
 
 
@@ -322,8 +347,8 @@ class DecodeOnly(PeerClips):
                     img.convert("RGB")
         elif self.kind == "pyav-source":
             pyav_frames(self.where / self.index.meta[sample]["source"], p.frames)
-        else:  # the torch backend's decoder: PyAV over the shard's bytes, our YUV -> RGB
-            decode_frames(self.index.read(sample, "video"), p.frames)
+        else:  # the torch backend's decoder: PyAV over the clip's segments, our YUV -> RGB
+            decode_frames(*self.index.clip_stream(sample, p.frames))
         return 0
 
 
@@ -340,8 +365,9 @@ def decode_only_dali(index, cfg, plan, args, device):
     videos, frames = [], []
     for batch in plan:
         clips = [PeerClips(index, cfg).clip(item) for item in batch]
-        videos.append([np.frombuffer(index.read(s, "video"), np.uint8) for s, _, _ in clips])
-        frames.append([p.frames.astype(np.int32) for _, p, _ in clips])
+        streams = [index.clip_stream(s, p.frames) for s, p, _ in clips]
+        videos.append([np.frombuffer(stream, np.uint8) for stream, _ in streams])
+        frames.append([within.astype(np.int32) for _, within in streams])
 
     def source(info):
         if info.iteration >= len(plan):
@@ -368,8 +394,10 @@ def decode_only_dali(index, cfg, plan, args, device):
 # GPU correctness
 
 def check_gpu(shards: Path, args) -> dict:
-    """DALI mixed decoding + GPU masking vs the CPU path, on the same eval clips."""
-    kw = dict(batch_size=args.batch, frames=args.frames, size=args.size, train=False, num_threads=args.workers)
+    """DALI mixed decoding + GPU masking vs the CPU path, on the same eval clips: the first, middle
+    and last window of every video, so that streams cut from segments mid-video are decoded too."""
+    kw = dict(batch_size=args.batch, frames=args.frames, size=args.size, train=False, clips=len(POSITIONS),
+              num_threads=args.workers)
     worst = {"clip": 0.0, "masked": 0.0}
     for a, b in zip(build_loader(shards, "train", backend="dali", device="cuda", **kw),
                     build_loader(shards, "train", backend="dali", device="cpu", **kw)):
@@ -403,9 +431,20 @@ def run(args) -> dict:
     size |= {"jpeg-folders": disk_bytes([jpeg]), "source-mp4": disk_bytes(sources)}
     size = {k: {**v, "per_video": round(v["bytes"] / videos)} for k, v in size.items()}
     result = {"machine": machine(), "load_average": os.getloadavg(), "config": vars(args), "videos": videos,
-              "bytes": size, "gpu_check": None, "loaders": [], "decode_only": []}
+              "bytes": size, "gpu_check": None, "loaders": [], "decode_only": [], "positions": [], "length": None}
     dev, n, w = args.device, args.batches, args.workers
     loaders, bounds = result["loaders"], result["decode_only"]
+    eval_cfg = LoaderConfig(args.batch, args.frames, args.size, train=False, clips=len(POSITIONS), seed=SEED)
+    at = {pos: position_plan(videos, args.batch, n + 1, pos) for pos in POSITIONS}
+
+    def by_position(name, run_at, device=dev):
+        """One loader on each window position in turn: ms and CPU ms per clip."""
+        row = {"name": name}
+        for pos in POSITIONS:
+            m = measure(name, run_at(at[pos]), n, device)
+            row[pos] = {"ms_per_clip": round(1000 / m["clips_per_s"], 2), "cpu_ms_per_clip": round(1000 * m["cpu_s_per_clip"], 2)}
+        row["last_over_first"] = round(row["last"]["ms_per_clip"] / row["first"]["ms_per_clip"], 2)
+        result["positions"].append(row)
 
     # DataLoader-based runs first, DALI ones after (no fork after DALI threads exist)
     loaders.append(measure("official: JPEG+PIL, 2 DataLoaders", official(index, cfg, jpeg, plan, args, dev), n, dev,
@@ -422,6 +461,10 @@ def run(args) -> dict:
     for codec in ("vp9", "mjpeg"):
         idx = SplitIndex(shards[codec], "train")
         bounds.append(measure(f"pyav-{codec}", decode_only_workers(idx, cfg, "shard", None, plan, args), n, dev))
+    by_position("official: JPEG+PIL, 2 DataLoaders", lambda pl: official(index, eval_cfg, jpeg, pl, args, dev))
+    by_position("ours: torch vp9", lambda pl: ours_at(shards["vp9"], "torch", dev, args, pl))
+    by_position("decode only: pil-jpeg", lambda pl: decode_only_workers(index, eval_cfg, "pil-jpeg", jpeg, pl, args))
+    by_position("decode only: pyav-vp9", lambda pl: decode_only_workers(index, eval_cfg, "shard", None, pl, args))
     if dev == "cuda":
         result["gpu_check"] = check_gpu(shards["vp9"], args)
     for codec in codecs:
@@ -442,6 +485,18 @@ def run(args) -> dict:
                     raise
                 # a GPU decoder may lack a codec (NVDEC and MJPEG): report it, go on with the others
                 loaders.append({"name": name, "error": f"{type(err).__name__}: {err}"[:300], **kw})
+    for codec in ("vp9", "mjpeg"):
+        idx = SplitIndex(shards[codec], "train")
+        by_position(f"ours: dali-cpu {codec}", lambda pl: ours_at(shards[codec], "dali", "cpu", args, pl), "cpu")
+        by_position(f"decode only: dali-cpu-{codec}", lambda pl: decode_only_dali(idx, eval_cfg, pl, args, "cpu"), "cpu")
+    if dev == "cuda":
+        for codec in ("vp9", "h264"):
+            idx = SplitIndex(shards[codec], "train")
+            by_position(f"ours: dali-gpu {codec}", lambda pl: ours_at(shards[codec], "dali", "cuda", args, pl), "cuda")
+            by_position(f"decode only: dali-gpu-{codec}", lambda pl: decode_only_dali(idx, eval_cfg, pl, args, "cuda"),
+                        "cuda")
+    if args.video_frames != args.short_frames:
+        result["length"] = compare_lengths(work, shards["vp9"], args)
     by_bound = {b["name"]: b for b in bounds}
     base = next(r for r in loaders if r["name"].startswith("official: "))["clips_per_s"]
     for r in (r for r in loaders if "error" not in r):
@@ -457,6 +512,27 @@ def run(args) -> dict:
                          "bytes_vs_official": round(best["bytes_per_video"] / size["jpeg-folders"]["per_video"], 3),
                          "targets_met": best["vs_official"] >= 2 and best["bound_over_loader"] <= 1.5}
     return result
+
+
+def compare_lengths(work: Path, long_shards: Path, args) -> dict:
+    """Our DALI loader (CPU, VP9, batch 4, train mode) on the long videos and on their first
+    --short-frames frames (the generator draws the same frames), alternated twice: per-clip cost."""
+    raw = work / f"raw-{args.short_frames}"
+    if not (raw / "annotations").is_dir():
+        make_raw(raw, args.videos, args.short_frames, args.workers)
+    short_shards = make_shards(raw, work / f"shards-vp9-{args.short_frames}", "vp9", args.workers)
+    n = max(2, args.batches * args.batch // 4)
+    runs = {"long": [], "short": []}
+    for _ in range(2):
+        for name, shards in (("long", long_shards), ("short", short_shards)):
+            runs[name].append(measure(name, ours(shards, "dali", "cpu", args, batch=4), n, "cpu"))
+    out = {"frames": {"long": args.video_frames, "short": args.short_frames}, "batch": 4}
+    for name, ms in runs.items():
+        clips, seconds = sum(m["clips"] for m in ms), sum(m["seconds"] for m in ms)
+        out[name] = {"ms_per_clip": round(1000 * seconds / clips, 2),
+                     "cpu_ms_per_clip": round(1000 * sum(m["cpu_s_per_clip"] for m in ms) / len(ms), 2)}
+    out["long_over_short"] = round(out["long"]["ms_per_clip"] / out["short"]["ms_per_clip"], 2)
+    return out
 
 
 def print_tables(result: dict) -> None:
@@ -478,6 +554,16 @@ def print_tables(result: dict) -> None:
     print(f"\n{'storage':44s} {'KiB/video':>9s} {'allocated':>9s} {'files':>6s}")
     for name, s in result["bytes"].items():
         print(f"{name:44s} {s['per_video'] / 1024:9.1f} {s['allocated'] / 1024 / result['videos']:9.1f} {s['files']:6d}")
+    print(f"\n{'by window position (ms per clip, CPU ms per clip)':44s} {'first':>12s} {'middle':>12s} {'last':>12s} "
+          f"{'last/first':>10s}")
+    for r in result["positions"]:
+        cells = " ".join(f"{r[p]['ms_per_clip']:5.2f} ({r[p]['cpu_ms_per_clip']:5.2f})" for p in POSITIONS)
+        print(f"{r['name']:44s} {cells} {r['last_over_first']:9.2f}x")
+    if result["length"]:
+        g = result["length"]
+        print(f"\nours: dali-cpu vp9, batch 4, train mode: {g['frames']['long']}-frame videos {g['long']['ms_per_clip']:.2f} ms "
+              f"per clip, {g['frames']['short']}-frame videos {g['short']['ms_per_clip']:.2f} ms: "
+              f"{g['long_over_short']:.2f}x (target <= 1.3x)")
     s = result["summary"]
     print(f"\nbest: {s['best']}: {s['vs_official']:.2f}x the official data path at "
           f"{s['bytes_vs_official']:.0%} of its bytes; decode-only bound / loader {s['bound_over_loader']:.2f}x "
@@ -494,7 +580,9 @@ def main(argv=None):
                                   "them (default: a temporary folder)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--videos", type=int, default=160, help="synthetic videos to make")
-    p.add_argument("--video-frames", type=int, default=32, help="frames per synthetic video")
+    p.add_argument("--video-frames", type=int, default=0, help="frames per synthetic video (default 32, --quick 20)")
+    p.add_argument("--short-frames", type=int, default=32,
+                   help="with --video-frames N above this: also time clips from videos of this length")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--batches", type=int, default=16, help="timed batches per loader (after one warm-up)")
     p.add_argument("--frames", type=int, default=16)
@@ -507,7 +595,11 @@ def main(argv=None):
     p.add_argument("--json")
     args = p.parse_args(argv)
     if args.quick:
-        args.videos, args.video_frames, args.batch, args.batches = 6, 20, 2, 2
+        args.videos, args.batch, args.batches = 6, 2, 2
+        args.video_frames = args.video_frames or 20
+        if args.short_frames >= args.video_frames:  # still compare two lengths, at the tiny size
+            args.short_frames = args.video_frames // 2
+    args.video_frames = args.video_frames or 32
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
     args.torch_threads = torch.get_num_threads()

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from shards import ShardWriter, add_split, new_manifest, write_manifest
 from shards.format import NUM_SCENES, Sample, ShardFormatError
-from shards.video import ENCODER_OPTIONS, encode_video
+from shards.video import GOP, encode_video, encoder_options
 
 from .datasets import ADAPTERS, DatasetError, VideoItem, load_dataset, read_synth_truth
 from .decode import InputError, decode_source
@@ -62,6 +62,7 @@ class PrepConfig:
     det_imgsz: int = 320       # detector input size
     det_stride: int = 1        # detect every k-th frame, carrying boxes to the frames between
     codec: str = "vp9"         # vp9 (DALI decodes it on CPU and GPU), h264 (GPU only), mjpeg
+    gop: int = GOP             # frames per independently decodable segment: a clip decodes at most gop-1 unused frames
     short_side: int = 128      # scale down so the short side is this (never up; sides kept even)
     fps: float = 0.0           # resample to this frame rate; 0 keeps the source rate
     shard_size: int = 128      # videos per shard
@@ -105,7 +106,7 @@ def prepare_video(path: str | None, cfg: dict, keep_frames: bool) -> dict:
         return {"ok": False, "reason": "listed in the annotations but absent on disk"}
     try:
         dec = decode_source(path, cfg["short_side"] or None, cfg["fps"] or None)
-        data = encode_video(dec.frames, dec.fps, cfg["codec"])
+        data = encode_video(dec.frames, dec.fps, cfg["codec"], cfg["gop"])
     except (InputError, ShardFormatError) as err:
         return {"ok": False, "reason": str(err)}
     except Exception as err:  # one bad video must not stop a run over 80K videos
@@ -167,7 +168,7 @@ class Annotator:
             scene["note"] = "synthetic ground truth made soft by prep/synth_scenes.py scene_soft_label"
         return {"boxes": boxes, "scene": scene,
                 "decode": {"short_side": cfg.short_side, "fps": cfg.fps or "source"},
-                "encode": {"codec": cfg.codec, "options": ENCODER_OPTIONS[cfg.codec]},
+                "encode": {"codec": cfg.codec, "options": encoder_options(cfg.codec, segmented=True), "gop": cfg.gop},
                 "versions": {p: version(p) for p in ("scene-debias", "av", "numpy", "torch")}}
 
 
@@ -272,7 +273,7 @@ def parse_args(argv: list[str] | None) -> PrepConfig:
     p.add_argument("--detector", default="", help="'truth' (synth), 'none', or a YOLO weights file")
     p.add_argument("--scene-model", default="", help="'truth' (synth), 'none', or a Places365 checkpoint (.pth.tar)")
     p.add_argument("--scene-categories", default="", help="categories_places365.txt, for the scene names")
-    for name in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride", "codec", "short_side",
+    for name in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride", "codec", "gop", "short_side",
                  "fps", "shard_size", "limit", "annotations", "fold", "workers", "device"):
         value = getattr(defaults, name)
         kwargs = {"choices": ["vp9", "h264", "mjpeg"]} if name == "codec" else {}
@@ -292,13 +293,13 @@ def parse_args(argv: list[str] | None) -> PrepConfig:
             p.error(f"--{flag.replace('_', '-')} {value}: no such file")
     if a.scene_categories and not Path(a.scene_categories).is_file():
         p.error(f"--scene-categories {a.scene_categories}: no such file")
-    if a.shard_size < 1 or a.workers < 1 or a.det_stride < 1 or a.limit < 0 or a.fps < 0:
-        p.error("--shard-size, --workers and --det-stride must be >= 1; --limit and --fps >= 0")
+    if a.shard_size < 1 or a.workers < 1 or a.det_stride < 1 or a.gop < 1 or a.limit < 0 or a.fps < 0:
+        p.error("--shard-size, --workers, --det-stride and --gop must be >= 1; --limit and --fps >= 0")
     return PrepConfig(dataset=a.dataset, root=str(Path(a.root).resolve()), out=str(Path(a.out).resolve()),
                       splits=[s for s in a.split.split(",") if s], detector=a.detector, scene_model=a.scene_model,
                       scene_categories=a.scene_categories, strict=a.strict,
                       **{n: getattr(a, n) for n in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride",
-                                                    "codec", "short_side", "fps", "shard_size", "limit",
+                                                    "codec", "gop", "short_side", "fps", "shard_size", "limit",
                                                     "annotations", "fold", "workers", "device")})
 
 

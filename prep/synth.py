@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from shards.video import encode_video
+from shards.video import encode_file
 
 from .synth_actor import ACTIONS, NOVEL_ACTIONS, Motion, draw_capsules, dof_tracks, mask_box, random_look, skeleton
 from .synth_scenes import MAIN_SCENES, NOVEL_SCENES, render_background
@@ -155,7 +155,7 @@ def _make_one(job: tuple[VideoSpec, str, str]) -> dict:
     path = Path(out) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(encode_video(frames, FPS, codec))
+    tmp.write_bytes(encode_file(frames, FPS, codec))
     os.replace(tmp, path)
     home = HOME_SCENE.get(spec.action)
     return {"id": spec.id, "key": spec.key, "file": rel.as_posix(), "label": spec.action, "scene": spec.scene,

@@ -18,7 +18,7 @@ from .format import BOX_ROW, META_FIELDS, ShardFormatError, boxes_to_raw, decode
 from .index import index_from_tar, parse_index
 from .manifest import read_manifest
 from .reader import iter_tar
-from .video import decode_video
+from .video import IVF_HEADER, clip_stream, decode_frames, decode_video, ivf_frames, segment_range
 from .writer import file_sha256
 
 SCENE_SUM_TOL = 1e-3
@@ -50,6 +50,8 @@ def check_sample(key: str, members: dict[str, bytes], num_classes: int, decode: 
         problems += _check_boxes(boxes)
         if not problems and boxes_to_raw(boxes) != members["boxes.f32"]:
             problems.append("boxes.f32 disagrees with boxes.msgpack")
+    if not problems:
+        problems += _check_segments(s["video_bytes"], meta)
     if decode and not problems:
         try:
             video = decode_video(s["video_bytes"])
@@ -58,7 +60,45 @@ def check_sample(key: str, members: dict[str, bytes], num_classes: int, decode: 
         shape = (meta["frames"], meta["height"], meta["width"], 3)
         if video.shape != shape:
             problems.append(f"video decodes to {video.shape}, metadata says {shape}")
+        else:
+            problems += _decode_segments(s["video_bytes"], meta, video)
     return problems
+
+
+def _check_segments(data: bytes, meta: dict) -> list[str]:
+    """The segment table against the IVF stream: one frame record per frame, numbered in order,
+    and every segment starting at the record of its first frame (no decoding)."""
+    try:
+        records = ivf_frames(data)
+    except ShardFormatError as err:
+        return [str(err)]
+    if [pts for _, _, pts in records] != list(range(len(records))) or len(records) != meta["frames"]:
+        return [f"video holds {len(records)} frame records (numbered {records[0][2] if records else '-'}..), "
+                f"metadata says {meta['frames']} frames"]
+    segments = meta["segments"]
+    starts = {off: pts for off, _, pts in records}
+    if (not isinstance(segments, list) or not segments
+            or not all(isinstance(x, list) and len(x) == 2 and all(isinstance(v, int) for v in x) for x in segments)):
+        return ["metadata segments is not a list of [first frame, byte offset] pairs"]
+    if segments[0] != [0, IVF_HEADER]:
+        return [f"the first segment is {segments[0]}, not [0, {IVF_HEADER}]"]
+    for (frame, offset), (after, _) in zip(segments, segments[1:] + [[meta["frames"], 0]]):
+        if starts.get(offset) != frame or after <= frame:
+            return [f"segment [{frame}, {offset}] does not start at the record of frame {frame}, in order"]
+    return []
+
+
+def _decode_segments(data: bytes, meta: dict, video: np.ndarray) -> list[str]:
+    """Every segment decoded on its own (as the loaders read clips) equals the full decode."""
+    for frame, _ in meta["segments"]:
+        start, end, first, count = segment_range(meta["segments"], meta["frames"], len(data), frame, frame)
+        try:
+            alone = decode_frames(clip_stream(data[:IVF_HEADER], data[start:end], count), range(count))
+        except ShardFormatError as err:
+            return [f"segment from frame {frame} does not decode on its own ({err})"]
+        if not np.array_equal(alone, video[first:first + count]):
+            return [f"segment from frame {frame} decodes on its own to other pixels than in the whole video"]
+    return []
 
 
 def _check_boxes(boxes: list) -> list[str]:

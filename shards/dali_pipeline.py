@@ -1,7 +1,8 @@
 """The DALI decoder of the loader: every DALI op name this project uses lives here.
 
-Python picks the samples and frames (shards/sampling.py) and reads the encoded bytes through
-the shard index files; DALI decodes only the frames of each clip (NVDEC via the "mixed"
+Python picks the samples and frames (shards/sampling.py) and reads, through the shard index
+files, only the video segments each clip spans (SplitIndex.clip_stream); DALI decodes only the
+frames of each clip (NVDEC via the "mixed"
 backend on a GPU, FFmpeg's CPU decoders otherwise: VP8, VP9, MJPEG), slices the crop, flips,
 normalises and lays it out channels-first in one crop_mirror_normalize (what
 shards.masking.normalise does in torch for the reference loader; in DALI the loader took 0.86x
@@ -36,8 +37,9 @@ class DaliDecoder:
         videos, frames, starts, flips = [], [], [], []
         for sample, clip in self._plan[info.iteration]:
             p = params_of(index, cfg, epoch, sample, clip)
-            videos.append(np.frombuffer(index.read(sample, "video"), np.uint8))
-            frames.append(p.frames.astype(np.int32))
+            stream, wanted = index.clip_stream(sample, p.frames)
+            videos.append(np.frombuffer(stream, np.uint8))
+            frames.append(wanted.astype(np.int32))
             starts.append(np.array([p.y0, p.x0], np.int32))
             flips.append(np.array(p.flip, np.int32))
         return videos, frames, starts, flips

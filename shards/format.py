@@ -1,4 +1,4 @@
-"""The shard format, version 1: member names, codecs, and the encoding of each member.
+"""The shard format, version 2: member names, codecs, and the encoding of each member.
 
 This module is the single source of truth for what a sample looks like inside a tar shard;
 FORMAT.md beside it is the prose version. Writer, reader, checker and loaders import these
@@ -14,15 +14,17 @@ import msgpack
 import numpy as np
 
 FORMAT_NAME = "scene-debias-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the video is an IVF stream cut into independently decodable segments
 MANIFEST = "manifest.json"
 NUM_SCENES = 365  # Places365 categories, in the index order of categories_places365.txt
 
-# codec name -> (member extension, PyAV encoder, container format). The extension tells the codec.
+# codec name -> (member extension, PyAV encoder, IVF fourcc). The video member is an IVF stream
+# (shards/video.py), the thinnest container there is: a loader cuts the segments a clip needs out
+# of it with two reads and a 32-byte header, whatever the clip's position in the video.
 CODECS = {
-    "vp9": ("webm", "libvpx-vp9", "webm"),
-    "h264": ("mp4", "libx264", "mp4"),
-    "mjpeg": ("mkv", "mjpeg", "matroska"),
+    "vp9": ("vp9.ivf", "libvpx-vp9", b"VP90"),
+    "h264": ("h264.ivf", "libx264", b"H264"),
+    "mjpeg": ("mjpeg.ivf", "mjpeg", b"MJPG"),
 }
 VIDEO_EXTS = {ext: codec for codec, (ext, _, _) in CODECS.items()}
 
@@ -35,7 +37,7 @@ BOXES_RAW = "boxes.f32"  # the same boxes as little-endian float32 rows BOX_ROW,
 DATA_MEMBERS = (META, LABEL, SCENE, BOXES, BOXES_RAW)
 
 BOX_ROW = ("frame", "x1", "y1", "x2", "y2", "score")  # one row of boxes.f32
-META_FIELDS = ("id", "label_name", "split", "fps", "frames", "width", "height", "codec")
+META_FIELDS = ("id", "label_name", "split", "fps", "frames", "width", "height", "codec", "segments")
 
 # webdataset splits a member name at the first dot of its base name: keys must have none.
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
@@ -50,7 +52,7 @@ class Sample:
     """One video as prep hands it to the writer: encoded video plus its annotations."""
 
     key: str
-    video: bytes                 # the encoded file (container + stream), see CODECS
+    video: "EncodedVideo"        # the IVF stream and its segment table (shards/video.py encode_video)
     codec: str                   # a key of CODECS
     boxes: list                  # per decoded frame: list of [x1, y1, x2, y2, score], normalised
     scene: np.ndarray            # float32[365], sums to 1
@@ -90,17 +92,21 @@ def encode_members(sample: Sample) -> dict[str, bytes]:
     boxes = [[[float(v) for v in box] for box in frame] for frame in sample.boxes]
     if any(len(box) != 5 for frame in boxes for box in frame):
         raise ShardFormatError(f"boxes of {sample.key}: every box is [x1, y1, x2, y2, score]")
-    meta = {"id": sample.key, "codec": sample.codec, **sample.meta}
+    meta = {"id": sample.key, "codec": sample.codec, **sample.meta,
+            "segments": [list(seg) for seg in sample.video.segments]}
     missing = [f for f in META_FIELDS if f not in meta]
     if missing:
         raise ShardFormatError(f"metadata of {sample.key} lacks {missing}")
+    if meta["frames"] != sample.video.frames:
+        raise ShardFormatError(f"metadata of {sample.key} says {meta['frames']} frames, the video holds "
+                               f"{sample.video.frames}")
     return {
         META: json.dumps(meta, sort_keys=True).encode(),
         LABEL: str(int(sample.label)).encode(),
         SCENE: scene.tobytes(),
         BOXES: msgpack.packb(boxes, use_single_float=True),
         BOXES_RAW: boxes_to_raw(boxes),
-        CODECS[sample.codec][0]: bytes(sample.video),
+        CODECS[sample.codec][0]: bytes(sample.video.data),
     }
 
 

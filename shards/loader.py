@@ -73,7 +73,11 @@ class ClipLoader:
         return int(self.index.mask_ok.sum()), len(self.index)
 
     def __iter__(self):
-        plan = self.batches()[self.start_batch:]
+        return self.run(self.batches()[self.start_batch:])
+
+    def run(self, plan: list[list[tuple[int, int]]]):
+        """The batches of `plan`, lists of (sample, clip) pairs of the current epoch: what iterating
+        yields for the epoch's own plan (benchmarks pass others, e.g. one window position only)."""
         for items, (clip, means) in zip(plan, self.decoder.run(self.index, self.cfg, self.epoch, plan)):
             described = [describe(self.index, self.cfg, self.epoch, s, k) for s, k in items]
             means = means.to(self.device, non_blocking=True)
@@ -110,7 +114,8 @@ def describe(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip
 
 
 class _DecodeDataset(Dataset):
-    """Reference decoding: PyAV, the needed frames only, cropped; plus full-frame means."""
+    """Reference decoding: PyAV on the segments the clip spans, the needed frames only, cropped;
+    plus full-frame means."""
 
     def __init__(self, index: SplitIndex, cfg: LoaderConfig, epoch: int):
         self.index, self.cfg, self.epoch = index, cfg, epoch
@@ -118,7 +123,7 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, item: tuple[int, int]):
         sample, clip = item
         p = params_of(self.index, self.cfg, self.epoch, sample, clip)
-        frames = decode_frames(self.index.read(sample, "video"), p.frames)
+        frames = decode_frames(*self.index.clip_stream(sample, p.frames))
         means = frames.reshape(len(frames), -1, 3).mean(axis=1, dtype=np.float64).astype(np.float32)
         crop = frames[:, p.y0:p.y0 + self.cfg.size, p.x0:p.x0 + self.cfg.size]
         return torch.from_numpy(np.ascontiguousarray(crop)), torch.from_numpy(means)

@@ -1,7 +1,7 @@
 """manifest.json: what a shard directory holds, and the format version it was written in.
 
 {
-  "format": "scene-debias-shards", "version": 1,
+  "format": "scene-debias-shards", "version": 2,
   "dataset": "synth", "codec": "vp9",
   "classes": [action names, index order], "scene_classes": [365 Places365 names],
   "splits": {"train": {"samples": N, "shards": [{"tar", "index", "samples", "bytes", "sha256"}]}},

@@ -25,34 +25,40 @@ STD = (0.22803, 0.22145, 0.216989)
 
 def box_rects(rows: np.ndarray, frames: np.ndarray, height: int, width: int, y0: int, x0: int, size: int,
               *, threshold: float = 0.3, dilate: float = 0.0, shape: str = "box") -> np.ndarray:
-    """Boxes (rows [frame, x1, y1, x2, y2, score], normalised) -> int (T, K, 4) [r0, r1, c0, c1]
-    pixel rectangles in the size x size crop at (y0, x0), for the clip's frames; empty
-    rectangles pad K. `dilate` grows each box by that fraction of its width/height per side."""
-    per_frame = []
-    for f in frames:
-        sel = rows[(rows[:, 0] == f) & (rows[:, 5] >= threshold)]
-        rects = []
-        for _, x1, y1, x2, y2, _ in sel:
-            dx, dy = dilate * (x2 - x1), dilate * (y2 - y1)
-            x1, x2, y1, y2 = max(0.0, x1 - dx), min(1.0, x2 + dx), max(0.0, y1 - dy), min(1.0, y2 + dy)
-            r0, r1 = math.floor(y1 * height + EPS) - y0, math.ceil(y2 * height - EPS) - y0
-            c0, c1 = math.floor(x1 * width + EPS) - x0, math.ceil(x2 * width - EPS) - x0
-            r0, r1, c0, c1 = (min(max(v, 0), size) for v in (r0, r1, c0, c1))
-            if r0 < r1 and c0 < c1:
-                rects.append((r0, r1, c0, c1))
-        per_frame.append(rects)
-    if shape == "tube":
-        every = [r for rects in per_frame for r in rects]
-        union = [(min(r[0] for r in every), max(r[1] for r in every), min(r[2] for r in every),
-                  max(r[3] for r in every))] if every else []
-        per_frame = [union for _ in per_frame]
-    elif shape != "box":
+    """Boxes (rows [frame, x1, y1, x2, y2, score], normalised, ordered by frame) -> int (T, K, 4)
+    [r0, r1, c0, c1] pixel rectangles in the size x size crop at (y0, x0), for the clip's frames;
+    empty rectangles pad K. `dilate` grows each box by that fraction of its width/height per side.
+
+    The rows of the clip's frames are found by binary search and converted in one pass (float32,
+    as the format's rule is written), so the cost does not grow with the length of the video."""
+    if shape not in ("box", "tube"):
         raise ValueError(f"mask shape must be 'box' or 'tube', not {shape!r}")
-    k = max(1, max(len(r) for r in per_frame))
-    out = np.zeros((len(frames), k, 4), np.int32)
-    for t, rects in enumerate(per_frame):
-        if rects:
-            out[t, :len(rects)] = rects
+    frames = np.asarray(frames)
+    lo = np.searchsorted(rows[:, 0], frames, side="left")
+    hi = np.searchsorted(rows[:, 0], frames, side="right")
+    t = np.repeat(np.arange(len(frames)), hi - lo)  # clip frame of each selected row
+    sel = rows[np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]).astype(np.int64)] if len(t) else rows[:0]
+    keep = sel[:, 5] >= np.float32(threshold)
+    t, sel = t[keep], sel[keep]
+    x1, y1, x2, y2 = (sel[:, i] for i in range(1, 5))
+    dx, dy = np.float32(dilate) * (x2 - x1), np.float32(dilate) * (y2 - y1)
+    zero, one, eps = np.float32(0), np.float32(1), np.float32(EPS)
+    x1, x2 = np.maximum(zero, x1 - dx), np.minimum(one, x2 + dx)
+    y1, y2 = np.maximum(zero, y1 - dy), np.minimum(one, y2 + dy)
+    r = np.stack([np.floor(y1 * np.float32(height) + eps) - y0, np.ceil(y2 * np.float32(height) - eps) - y0,
+                  np.floor(x1 * np.float32(width) + eps) - x0, np.ceil(x2 * np.float32(width) - eps) - x0], 1)
+    r = np.clip(r, 0, size).astype(np.int32)
+    nonempty = (r[:, 0] < r[:, 1]) & (r[:, 2] < r[:, 3])
+    t, r = t[nonempty], r[nonempty]
+    if shape == "tube":
+        if len(r) == 0:
+            return np.zeros((len(frames), 1, 4), np.int32)
+        union = np.array([r[:, 0].min(), r[:, 1].max(), r[:, 2].min(), r[:, 3].max()], np.int32)
+        return np.broadcast_to(union, (len(frames), 1, 4)).copy()
+    counts = np.bincount(t, minlength=len(frames))
+    out = np.zeros((len(frames), max(1, int(counts.max(initial=0))), 4), np.int32)
+    slot = np.arange(len(t)) - np.repeat(np.cumsum(counts) - counts, counts)  # position within its frame
+    out[t, slot] = r
     return out
 
 
@@ -93,8 +99,10 @@ def masked_copy(clip: torch.Tensor, means: torch.Tensor, rects: torch.Tensor, fl
     r0, r1, c0, c1 = rects.unbind(-1)
     c0, c1 = torch.where(flip, w - c1, c0), torch.where(flip, w - c0, c1)
     rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
-    rows_in = (rows >= r0[..., None]) & (rows < r1[..., None])  # (B, T, K, H)
-    cols_in = (cols >= c0[..., None]) & (cols < c1[..., None])  # (B, T, K, W)
-    inside = (rows_in[..., :, None] & cols_in[..., None, :]).any(2)  # (B, T, H, W)
+    rows_in = ((rows >= r0[..., None]) & (rows < r1[..., None])).to(clip.dtype)  # (B, T, K, H)
+    cols_in = ((cols >= c0[..., None]) & (cols < c1[..., None])).to(clip.dtype)  # (B, T, K, W)
+    # the union of the K rectangles as (H, K) @ (K, W) counts: one small batched matmul, 2.4x
+    # faster on a CPU than an (B, T, K, H, W) "and" reduced over K (benchmarks/README.md)
+    inside = torch.matmul(rows_in.transpose(-1, -2), cols_in) > 0  # (B, T, H, W)
     fill = ((means.float() / 255 - mean) / std).permute(0, 2, 1)[..., None, None]  # (B, 3, T, 1, 1)
     return torch.where(inside[:, None], fill, clip)

@@ -1,7 +1,8 @@
 """What a loader reads, in which order, and how each clip is cut: shared by both backends.
 
 `SplitIndex` lists every sample of a split with the byte ranges of its members (from the DALI
-index files), its metadata and its boxes, read once. `epoch_batches` decides which samples a
+index files), its metadata, boxes and video segment table, read once; `clip_stream` reads the
+segments one clip needs and nothing else. `epoch_batches` decides which samples a
 rank reads in an epoch; `clip_params` decides, per sample, the frames, crop and flip. Both are
 pure functions of (seed, epoch, sample), so the two backends cut the same clips, any number of
 workers gives the same batches, and a resumed run continues with exactly the batches it missed.
@@ -18,6 +19,7 @@ import numpy as np
 from .format import BOX_ROW, LABEL, META, SCENE, BOXES_RAW, VIDEO_EXTS, ShardFormatError, raw_to_rows
 from .index import parse_index
 from .manifest import read_manifest, shard_files
+from .video import IVF_HEADER, clip_stream, segment_range
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,20 @@ class SplitIndex:
             for members in parse_index(idx):
                 self.locations.append((number, {ext: (off, size) for ext, off, size, _ in members}))
         self._fds: dict[int, int] = {}
-        self.keys, self.meta, self.labels, self.boxes = [], [], [], []
+        self.keys, self.meta, self.labels, self.boxes, self.segments = [], [], [], [], []
         for i, (_, members) in enumerate(self.locations):
             meta = json.loads(self.read(i, META))
             self.keys.append(meta["id"])
+            # (S, 2) int64 [first frame, byte offset]: a compact copy, 80K videos x 19 segments as
+            # Python lists would hold ~100 MB in every loader process
+            self.segments.append(np.asarray(meta.pop("segments"), np.int64).reshape(-1, 2))
             self.meta.append(meta)
             self.labels.append(int(self.read(i, LABEL)))
-            self.boxes.append(raw_to_rows(self.read(i, BOXES_RAW)))
+            rows = raw_to_rows(self.read(i, BOXES_RAW))
+            if (np.diff(rows[:, 0]) < 0).any():  # masking finds a frame's boxes by binary search
+                raise ShardFormatError(f"{self.shards[self.locations[i][0]][0].name}: {meta['id']}: boxes.f32 rows "
+                                       "are not ordered by frame (shards-check names the damage; re-run prep-shards)")
+            self.boxes.append(rows)
         self.labels = np.asarray(self.labels, np.int64)
         self.frames = np.asarray([m["frames"] for m in self.meta], np.int64)
         self.mask_ok = np.asarray([self._has_people(i, mask_filter) for i in range(len(self))], bool)
@@ -57,16 +66,28 @@ class SplitIndex:
     def __len__(self) -> int:
         return len(self.locations)
 
-    def read(self, i: int, ext: str) -> bytes:
-        """The bytes of one member of sample i (one pread on the shard, opened once per process)."""
+    def read(self, i: int, ext: str, start: int = 0, end: int | None = None) -> bytes:
+        """Bytes start..end (default: all) of one member of sample i: one pread on the shard,
+        which is opened once per process."""
         number, members = self.locations[i]
         if ext == "video":
             ext = next(e for e in members if e in VIDEO_EXTS)
         offset, size = members[ext]
+        end = size if end is None else end
         fd = self._fds.get(number)
         if fd is None:
             fd = self._fds[number] = os.open(self.shards[number][0], os.O_RDONLY)
-        return os.pread(fd, size, offset)
+        return os.pread(fd, end - start, offset + start)
+
+    def clip_stream(self, i: int, frames: np.ndarray) -> tuple[bytes, np.ndarray]:
+        """The video of sample i cut to the segments holding `frames` (decoded-frame numbers), as
+        a stream any of our decoders reads, and the frames' numbers within that stream."""
+        _, members = self.locations[i]
+        size = next(s for e, (_, s) in members.items() if e in VIDEO_EXTS)
+        start, end, first, count = segment_range(self.segments[i], int(self.frames[i]), size,
+                                                 int(frames.min()), int(frames.max()))
+        stream = clip_stream(self.read(i, "video", 0, IVF_HEADER), self.read(i, "video", start, end), count)
+        return stream, frames - first
 
     def scene(self, i: int) -> np.ndarray:
         return np.frombuffer(self.read(i, SCENE), dtype="<f4").astype(np.float32)

@@ -30,18 +30,20 @@ def moving_box_clip(rng: np.random.Generator, frames: int = 8, height: int = 32,
     return video, boxes
 
 
-def make_sample(key: str, rng: np.random.Generator, split: str, codec: str = "vp9") -> Sample:
-    video, boxes = moving_box_clip(rng)
+def make_sample(key: str, rng: np.random.Generator, split: str, codec: str = "vp9", frames: int = 8,
+                gop: int = 16) -> Sample:
+    video, boxes = moving_box_clip(rng, frames)
     if rng.random() < 0.5:
         boxes[1] = []  # a frame without a person
     scene = rng.dirichlet(np.ones(NUM_SCENES)).astype(np.float32)
     label = int(rng.integers(len(CLASSES)))
     meta = {"label_name": CLASSES[label], "split": split, "fps": 25.0, "frames": len(video),
             "height": video.shape[1], "width": video.shape[2], "source": f"{key}.mp4"}
-    return Sample(key, encode_video(video, 25.0, codec), codec, boxes, scene, label, meta)
+    return Sample(key, encode_video(video, 25.0, codec, gop), codec, boxes, scene, label, meta)
 
 
-def write_tiny_set(out: Path, layout: dict[str, list[int]], seed: int = 0, codec: str = "vp9") -> dict:
+def write_tiny_set(out: Path, layout: dict[str, list[int]], seed: int = 0, codec: str = "vp9", frames: int = 8,
+                   gop: int = 16) -> dict:
     """Write shards: layout maps split -> samples per shard; returns the manifest."""
     rng = np.random.default_rng(seed)
     manifest = new_manifest("tiny", CLASSES, SCENE_NAMES, codec, {"boxes": "drawn", "scene": "random"})
@@ -50,7 +52,7 @@ def write_tiny_set(out: Path, layout: dict[str, list[int]], seed: int = 0, codec
         for i, n in enumerate(sizes):
             with ShardWriter(out, f"{split}-{i:06d}") as w:
                 for j in range(n):
-                    w.write(make_sample(f"{split}_{i}_{j}", rng, split, codec))
+                    w.write(make_sample(f"{split}_{i}_{j}", rng, split, codec, frames, gop))
             infos.append(w.info())
         add_split(manifest, split, infos)
     write_manifest(out, manifest)

@@ -38,6 +38,14 @@ def test_loader_benchmark(tmp_path):
     assert set(r["bytes"]) == {"shards-vp9", "shards-mjpeg", "shards-h264", "jpeg-folders", "source-mp4"}
     assert r["bytes"]["jpeg-folders"]["files"] == r["videos"] * r["config"]["video_frames"]
     assert isinstance(r["summary"]["targets_met"], bool) and r["gpu_check"] is None
+    assert [p["name"] for p in r["positions"]] == [
+        "official: JPEG+PIL, 2 DataLoaders", "ours: torch vp9", "decode only: pil-jpeg", "decode only: pyav-vp9",
+        "ours: dali-cpu vp9", "decode only: dali-cpu-vp9", "ours: dali-cpu mjpeg", "decode only: dali-cpu-mjpeg"]
+    for row in r["positions"]:
+        assert all(positive(row[p]["ms_per_clip"]) for p in ("first", "middle", "last")), row
+        assert row["last_over_first"] == round(row["last"]["ms_per_clip"] / row["first"]["ms_per_clip"], 2)
+    length = r["length"]  # --quick compares its 20-frame videos with 10-frame ones
+    assert length["frames"] == {"long": 20, "short": 10} and positive(length["long_over_short"])
 
 
 def test_prep_benchmark(tmp_path):
@@ -62,3 +70,13 @@ def test_train_step_benchmark(tmp_path):
             assert positive(row[source]["clips_per_s"]) and positive(row[source]["step_s_median"])
             assert 0 <= row[source]["data_wait_fraction"] <= 1
         assert 0 <= row["data_stall_fraction"] <= 1 and positive(row["achieved_tflops"]["memory"])
+
+
+def test_segments_benchmark(tmp_path):
+    r = run_benchmark("segments", tmp_path)
+    assert [row["gop"] for row in r["rows"]] == [8, 16]
+    for row in r["rows"]:
+        assert all(positive(row["decode_cpu_ms_per_clip"][k]) for k in ("first", "middle", "last", "random")), row
+        assert positive(row["kib_per_video"]) and positive(row["loader_clips_per_s"])
+    small, large = r["rows"]
+    assert small["kib_per_video"] > large["kib_per_video"]  # more keyframes, more bytes

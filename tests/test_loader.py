@@ -1,6 +1,8 @@
 """Loaders: backend parity, masking geometry, rank partitioning, determinism and resume."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ import torch
 from shards.loader import build_loader, describe
 from shards.masking import MEAN, STD, box_rects, masked_copy, normalise
 from shards.sampling import MaskFilter, SplitIndex, epoch_batches
-from shards.video import decode_frames
+from shards.video import decode_frames, decode_video
 
 ONE_LEVEL = 1 / 255 / min(STD) + 1e-5  # one 8-bit level after normalisation
 
@@ -51,7 +53,7 @@ def test_masked_pixels_follow_crop_and_flip(synth_shards, backend):
         for b, (sample, clip_no) in enumerate(zip(batch["sample"].tolist(), batch["clip_index"].tolist())):
             d = describe(index, ld.cfg, ld.epoch, sample, clip_no)
             p = d["params"]
-            full = decode_frames(index.read(sample, "video"), p.frames).astype(np.float64)
+            full = decode_video(index.read(sample, "video"))[p.frames].astype(np.float64)  # the whole video decoded
             means = full.reshape(len(full), -1, 3).mean(1)
             inside = np.zeros(clip.shape[1:4], bool)
             for t, rects in enumerate(d["rects"]):
@@ -78,6 +80,67 @@ def test_box_rects_follow_the_format_rule():
     assert box_rects(rows, np.array([0]), 32, 40, 0, 0, 16, threshold=0.05).tolist() == [[[4, 12, 10, 16], [0, 2, 0, 2]]]
     grown = box_rects(rows, np.array([0]), 32, 40, 0, 0, 32, dilate=0.1)
     assert grown.tolist() == [[[3, 13, 9, 21]]]
+
+
+def rects_box_by_box(rows, frames, height, width, y0, x0, size, *, threshold, dilate, shape):
+    """The format's pixel rule written out box by box (the loader's first box_rects)."""
+    eps, per_frame = 1e-3, []
+    for f in frames:
+        rects = []
+        for _, x1, y1, x2, y2, _ in rows[(rows[:, 0] == f) & (rows[:, 5] >= threshold)]:
+            dx, dy = dilate * (x2 - x1), dilate * (y2 - y1)
+            x1, x2, y1, y2 = max(0.0, x1 - dx), min(1.0, x2 + dx), max(0.0, y1 - dy), min(1.0, y2 + dy)
+            r = [math.floor(y1 * height + eps) - y0, math.ceil(y2 * height - eps) - y0,
+                 math.floor(x1 * width + eps) - x0, math.ceil(x2 * width - eps) - x0]
+            r = [min(max(v, 0), size) for v in r]
+            if r[0] < r[1] and r[2] < r[3]:
+                rects.append(r)
+        per_frame.append(rects)
+    if shape == "tube":
+        every = [r for rects in per_frame for r in rects]
+        union = [[min(r[i] for r in every) if i % 2 == 0 else max(r[i] for r in every) for i in range(4)]] if every else []
+        per_frame = [union] * len(frames)
+    out = np.zeros((len(frames), max(1, max(len(r) for r in per_frame)), 4), np.int32)
+    for t, rects in enumerate(per_frame):
+        if rects:
+            out[t, :len(rects)] = rects
+    return out
+
+
+def test_box_rects_equal_the_rule_box_by_box():
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        t = int(rng.integers(1, 60))
+        n = int(rng.integers(0, 4 * t))
+        a, b = rng.random((n, 2)), rng.random((n, 2))
+        lo, hi = np.minimum(a, b), np.maximum(a, b)
+        if trial % 3 == 0:  # boxes on whole pixel edges, where EPS decides
+            lo, hi = np.round(lo * 40) / 40, np.round(hi * 40) / 40
+        rows = np.column_stack([np.sort(rng.integers(0, t, n)), lo, hi, rng.random(n)]).astype(np.float32)
+        frames = np.minimum(rng.integers(0, t) + np.arange(int(rng.integers(1, 17))) * int(rng.integers(1, 3)), t - 1)
+        kw = dict(threshold=float(rng.choice([0.0, 0.3, 0.9])), dilate=float(rng.choice([0.0, 0.1, 0.25])),
+                  shape=str(rng.choice(["box", "tube"])))
+        size = int(rng.integers(8, 40))
+        y0, x0 = int(rng.integers(0, 40 - size + 1)), int(rng.integers(0, 48 - size + 1))
+        np.testing.assert_array_equal(box_rects(rows, frames, 40, 48, y0, x0, size, **kw),
+                                      rects_box_by_box(rows, frames, 40, 48, y0, x0, size, **kw))
+
+
+def test_masked_copy_equals_a_box_by_box_fill():
+    g = torch.Generator().manual_seed(0)
+    b, t, h, w, k = 3, 4, 20, 24, 3
+    clip, means = torch.randn(b, 3, t, h, w, generator=g), torch.rand(b, t, 3, generator=g) * 255
+    r0, c0 = torch.randint(0, 15, (b, t, k), generator=g), torch.randint(0, 18, (b, t, k), generator=g)
+    rects = torch.stack([r0, r0 + torch.randint(0, 8, (b, t, k), generator=g), c0, c0 + 6], -1).int()
+    flips = torch.tensor([False, True, False])
+    expect = clip.clone()
+    fill = ((means / 255 - torch.tensor(MEAN)) / torch.tensor(STD))
+    for i in range(b):
+        for j in range(t):
+            for r0_, r1_, c0_, c1_ in rects[i, j].tolist():
+                c0_, c1_ = (w - c1_, w - c0_) if flips[i] else (c0_, c1_)
+                expect[i, :, j, r0_:r1_, c0_:c1_] = fill[i, j][:, None, None]
+    assert torch.equal(masked_copy(clip, means, rects, flips), expect)
 
 
 def test_drawn_rectangle_masked_exactly():
@@ -180,3 +243,43 @@ def test_shards_preview_writes_a_picture(synth_shards, tmp_path, backend):
     assert image.shape == (3 * (48 * 2 + 14 + 4), 2 * 4 * 48 * 2 + 3 * 4, 3)
     assert (image == [255, 0, 0]).all(axis=2).any()  # box outlines drawn
     assert main(["--shards", str(synth_shards), "--split", "nope", "--out", str(out)]) == 2
+
+
+@pytest.mark.parametrize("backend", ["torch", "dali"])
+def test_late_windows_of_a_long_video_are_its_exact_frames(tmp_path, backend):
+    """A clip is decoded from the segments it spans alone: the first, middle and last windows of a
+    90-frame video (gop 16: the last one starts mid-segment) hold the frames a full decode gives."""
+    from conftest import write_tiny_set
+
+    write_tiny_set(tmp_path, {"val": [2]}, frames=90, gop=16)
+    ld = loader(tmp_path, "val", backend=backend, train=False, clips=3, frames=8, size=24, stride=2)
+    seen = set()
+    for batch in ld:
+        clip = denormalise(batch["clip"])
+        for b, (sample, k) in enumerate(zip(batch["sample"].tolist(), batch["clip_index"].tolist())):
+            p = describe(ld.index, ld.cfg, 0, sample, k)["params"]
+            full = decode_video(ld.index.read(sample, "video"))  # the whole video
+            expect = full[p.frames, p.y0:p.y0 + 24, p.x0:p.x0 + 24].astype(np.float64)
+            # torch: the same decoder on the cut stream, exact; DALI: its YUV rounding, one level
+            assert np.abs(clip[b] - expect).max() <= (1.01 if backend == "dali" else 1e-3)
+            seen.add(int(p.frames[0]))
+            stream, within = ld.index.clip_stream(sample, p.frames)
+            if p.frames[0] == 75:  # read from the segments at 64 and 80 alone, not from frame 0
+                assert within[0] == 11 and len(stream) < 0.5 * len(ld.index.read(sample, "video"))
+    assert seen == {0, 38, 75}  # round(k * (90 - 15) / 2): 75 is 11 frames into the segment from 64
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_dali_gpu_late_windows_match_cpu(tmp_path):
+    """NVDEC on streams cut from mid-video segments: the first, middle and last windows."""
+    from conftest import write_tiny_set
+
+    write_tiny_set(tmp_path, {"val": [3]}, frames=90, gop=16)
+    kw = dict(train=False, clips=3, frames=8, size=24, stride=2)
+    gpu = list(loader(tmp_path, "val", backend="dali", device="cuda", **kw))
+    cpu = list(loader(tmp_path, "val", backend="dali", device="cpu", **kw))
+    assert len(gpu) == len(cpu) == 3
+    for a, b in zip(gpu, cpu):
+        for name in ("clip", "masked"):
+            assert (a[name].cpu() - b[name]).abs().max() <= 2 * ONE_LEVEL

@@ -15,6 +15,8 @@ import webdataset as wds
 from conftest import make_sample, write_tiny_set
 from shards import Sample, ShardFormatError, ShardWriter, decode_video, encode_video, iter_samples, read_manifest
 from shards.format import BOX_ROW
+from shards.loader import build_loader
+from shards.video import IVF_HEADER, clip_stream, decode_frames, ivf_frames, segment_range
 from shards.index import parse_index
 from shards.manifest import shard_files
 
@@ -42,7 +44,8 @@ def test_roundtrip_reference_reader(tmp_path):
         assert g["boxes"] == [[[np.float32(v).item() for v in b] for b in f] for f in s.boxes]
         assert g["video"].shape == (8, 32, 48, 3) and g["video"].dtype == np.uint8
         assert g["meta"]["frames"] == 8 and g["meta"]["id"] == s.key and g["codec"] == "vp9"
-        np.testing.assert_array_equal(g["video"], decode_video(s.video))
+        np.testing.assert_array_equal(g["video"], decode_video(s.video.data))
+        assert g["meta"]["segments"] == [list(seg) for seg in s.video.segments] == [[0, 32]]
         assert g["boxes_raw"].shape[1] == len(BOX_ROW)
 
 
@@ -72,10 +75,10 @@ def test_plain_webdataset_agrees(tiny_shards):
         assert t["json"] == o["meta"]
         assert msgpack.unpackb(t["boxes.msgpack"]) == o["boxes"]
         np.testing.assert_array_equal(np.frombuffer(t["scene.f32"], "<f4"), o["scene"])
-        np.testing.assert_array_equal(decode_video(t["webm"]), o["video"])
+        np.testing.assert_array_equal(decode_video(t["vp9.ivf"]), o["video"])
 
 
-@pytest.mark.parametrize("codec, ext", [("vp9", "webm"), ("mjpeg", "mkv")])
+@pytest.mark.parametrize("codec, ext", [("vp9", "vp9.ivf"), ("mjpeg", "mjpeg.ivf")])
 def test_dali_webdataset_reader_agrees(tmp_path, codec, ext):
     from nvidia.dali import fn, pipeline_def, types
 
@@ -138,9 +141,47 @@ def test_writer_rejects_duplicate_keys(tmp_path):
 @pytest.mark.parametrize("codec", ["vp9", "h264", "mjpeg"])
 def test_video_codecs_roundtrip(codec):
     video = np.random.default_rng(0).integers(0, 255, (6, 16, 24, 3), dtype=np.uint8)
-    data = encode_video(video, 30.0, codec)
-    assert data == encode_video(video, 30.0, codec)
-    assert decode_video(data).shape == video.shape
+    encoded = encode_video(video, 30.0, codec)
+    assert encoded == encode_video(video, 30.0, codec)
+    assert decode_video(encoded.data).shape == video.shape
+    starts = [f for f, _ in encoded.segments]
+    assert encoded.segments[0] == (0, IVF_HEADER) and starts == sorted(set(starts))
+    # every MJPEG frame is a keyframe; VP9 keeps the gop on noise, x264 cuts a scene at every frame
+    assert starts == ([0] if codec == "vp9" else [0, 1, 2, 3, 4, 5])
+
+
+def moving_video(frames: int, height: int = 32, width: int = 48) -> np.ndarray:
+    """Noise panning one column a frame: every frame differs, inter frames carry real motion."""
+    base = np.random.default_rng(7).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    return np.stack([np.roll(base, t, axis=1) for t in range(frames)])
+
+
+@pytest.mark.parametrize("codec", ["vp9", "h264", "mjpeg"])
+def test_late_window_cut_from_its_segments_equals_a_full_decode(codec):
+    """A clip read from the segments it spans alone (what both loaders decode) holds exactly the
+    frames a decode of the whole video gives at those positions, wherever the clip starts."""
+    encoded = encode_video(moving_video(150), 25.0, codec, gop=16)
+    full = decode_video(encoded.data)
+    if codec != "mjpeg":
+        assert [f for f, _ in encoded.segments][:4] == [0, 16, 32, 48]
+    for first, stride in ((0, 1), (70, 1), (134, 1), (120, 2), (149, 1)):
+        frames = np.minimum(first + np.arange(16) * stride, 149)
+        start, end, f0, count = segment_range(encoded.segments, 150, len(encoded.data), frames.min(), frames.max())
+        assert f0 <= frames.min() and frames.max() < f0 + count and f0 > frames.min() - 16
+        stream = clip_stream(encoded.data[:IVF_HEADER], encoded.data[start:end], count)
+        assert len(stream) < len(encoded.data) or first == 0
+        np.testing.assert_array_equal(decode_frames(stream, frames - f0), full[frames])
+
+
+def test_segment_table_points_at_keyframe_records():
+    encoded = encode_video(moving_video(40), 25.0, "vp9", gop=8)
+    records = ivf_frames(encoded.data)
+    assert [pts for _, _, pts in records] == list(range(40))
+    offsets = {pts: off for off, _, pts in records}
+    assert [(f, offsets[f]) for f, _ in encoded.segments] == list(encoded.segments)
+    assert [f for f, _ in encoded.segments] == [0, 8, 16, 24, 32]
+    with pytest.raises(ShardFormatError, match="outside the video's 40 frames"):
+        segment_range(encoded.segments, 40, len(encoded.data), 30, 40)
 
 
 def test_odd_frame_size_is_refused():
@@ -148,13 +189,17 @@ def test_odd_frame_size_is_refused():
         encode_video(np.zeros((2, 15, 16, 3), np.uint8), 25.0)
 
 
-def test_manifest_version_mismatch_says_what_to_run(tiny_shards):
+@pytest.mark.parametrize("old", [0, 1])
+def test_manifest_version_mismatch_says_what_to_run(tiny_shards, old):
     path = tiny_shards / "manifest.json"
     m = json.loads(path.read_text())
-    m["version"] = 0
+    assert m["version"] == 2
+    m["version"] = old
     path.write_text(json.dumps(m))
-    with pytest.raises(ShardFormatError, match="version 0.*re-run prep-shards"):
+    with pytest.raises(ShardFormatError, match=f"version {old}.*re-run prep-shards"):
         read_manifest(tiny_shards)
+    with pytest.raises(ShardFormatError, match="re-run prep-shards"):
+        build_loader(tiny_shards, "train", backend="torch", batch_size=1, frames=4, size=16, device="cpu")
 
 
 def test_missing_manifest_and_split(tiny_shards, tmp_path):

@@ -135,10 +135,10 @@ def test_rejects_split_total_mismatch(tiny_shards, capsys):
 
 
 def test_rejects_other_version(tiny_shards, capsys):
-    edit_manifest(tiny_shards, lambda m: m.update(version=2))
+    edit_manifest(tiny_shards, lambda m: m.update(version=1))
     code, out = run_check(tiny_shards, capsys)
     assert code == 1
-    assert out[0].startswith("error: ") and "format version 2" in out[0] and "re-run prep-shards" in out[0]
+    assert out[0].startswith("error: ") and "format version 1" in out[0] and "re-run prep-shards" in out[0]
 
 
 def test_rejects_missing_or_stale_index(tiny_shards, capsys):
@@ -156,3 +156,43 @@ def test_not_a_directory_is_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main([str(tmp_path / "nope")])
     assert exit_info.value.code == 2
+
+
+def edit_meta(key: str, edit):
+    """A rewrite_shard edit that changes the json metadata of one sample."""
+    def apply(name, data):
+        if name == f"{key}.json":
+            meta = json.loads(data)
+            edit(meta)
+            return json.dumps(meta).encode()
+        return data
+    return apply
+
+
+@pytest.fixture
+def long_shards(tmp_path):
+    from conftest import write_tiny_set
+    write_tiny_set(tmp_path / "long", {"train": [2]}, frames=24, gop=8)
+    return tmp_path / "long"
+
+
+def test_rejects_segment_table_off_its_records(long_shards, capsys):
+    assert run_check(long_shards, capsys, "--decode")[0] == 0
+    rewrite_shard(long_shards, "train-000000.tar", edit_meta("train_0_1", lambda m: m["segments"][1].__setitem__(1, 100)))
+    code, out = run_check(long_shards, capsys)
+    assert code == 1
+    assert [l for l in out if l.startswith("error:")] == [
+        "error: train-000000.tar: train_0_1: segment [8, 100] does not start at the record of frame 8, in order"]
+
+
+def test_decode_catches_a_segment_that_is_not_a_keyframe(long_shards, capsys):
+    from shards.video import ivf_frames
+
+    with tarfile.open(long_shards / "train-000000.tar") as tar:
+        video = tar.extractfile("train_0_0.vp9.ivf").read()
+    offset = ivf_frames(video)[4][0]  # frame 4: an inter frame, it needs frame 0 to decode
+    rewrite_shard(long_shards, "train-000000.tar", edit_meta("train_0_0", lambda m: m["segments"].insert(1, [4, offset])))
+    assert run_check(long_shards, capsys)[0] == 0  # the table is consistent with the stream...
+    code, out = run_check(long_shards, capsys, "--decode")  # ...but frame 4 is no keyframe
+    errors = [l for l in out if l.startswith("error:")]
+    assert code == 1 and len(errors) == 1 and errors[0].startswith("error: train-000000.tar: train_0_0: segment from frame 4 ")
