@@ -301,7 +301,8 @@ def parse_args(argv: list[str] | None) -> PrepConfig:
     p.add_argument("--root", required=True, help="the raw dataset folder")
     p.add_argument("--out", required=True, help="the shard folder to write")
     p.add_argument("--split", default="", help="comma-separated splits (default: all of the dataset)")
-    p.add_argument("--detector", default="", help="'truth' (synth), 'none', or a YOLO weights file")
+    p.add_argument("--detector", default="", help="'truth' (synth), 'none', a YOLO weights file, or an official "
+                   "ultralytics name (yolo11m.pt) that ultralytics downloads")
     p.add_argument("--scene-model", default="", help="'truth' (synth), 'none', or a Places365 checkpoint (.pth.tar)")
     p.add_argument("--scene-categories", default="", help="categories_places365.txt, for the scene names")
     for name in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride", "codec", "short_side",
