@@ -70,7 +70,9 @@ def build_models(work: Path, args) -> tuple[Path, Path]:
     from ultralytics import YOLO
 
     yolo, scene = work / "yolov8n-random.pt", work / f"{args.scene_arch}-random.pth"
-    YOLO("yolov8n.yaml").save(yolo)
+    model = YOLO("yolov8n.yaml")
+    model.model.names = {i: "person" if i == 0 else f"class{i}" for i in range(80)}  # class 0 is person, as in COCO
+    model.save(yolo)
     torch.manual_seed(0)
     torch.save(timm.create_model(args.scene_arch, pretrained=False, num_classes=365).state_dict(), scene)
     return yolo, scene

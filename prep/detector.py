@@ -1,4 +1,4 @@
-"""Human boxes per frame with an ultralytics YOLO detector (person class only).
+"""Human boxes per frame with an ultralytics YOLO detector (the classes that are people).
 
 The human mask confusion loss of Choi et al. needs the people of every frame; the official code
 used Mask R-CNN boxes in pickled dicts. Here a YOLO model runs batched over a video's frames on
@@ -6,24 +6,65 @@ the GPU when there is one, and returns boxes in the shard format's convention
 (`shards/FORMAT.md`, "Box semantics"): per frame a list of `[x1, y1, x2, y2, score]`
 normalised to the frame's width and height, within [0, 1], highest score first.
 
-Weights are a user-supplied path (or a name ultralytics downloads, e.g. "yolo11n.pt"); tests
-build a tiny random model offline. `describe()` records what made the boxes, for the manifest.
+Which classes are people depends on the model: COCO models have `person` (class 0), a custom
+model may have several (e.g. {0: 'Normal', 1: 'Fall'}, both people). `resolve_classes` picks
+them from ids or names, by default the class named `person`, and refuses a model that has none
+with the list of its names, so boxes are never taken silently from the wrong class.
+
+Weights are a user-supplied path, or an official ultralytics name (e.g. "yolo11m.pt") that
+ultralytics downloads; tests build a tiny random model offline. `describe()` records what made
+the boxes, for the manifest.
 """
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-PERSON = 0  # the COCO person class, index 0 in every ultralytics COCO model
+DEFAULT_CLASS = "person"  # the COCO class every ultralytics COCO model has (index 0)
+LISTED = 20  # class names an error message shows
+
+
+class DetectorError(ValueError):
+    """A detector that cannot be used as asked; the message is one line saying why and what to do."""
+
+
+def official_name(weights: str) -> bool:
+    """Whether `weights` is the name of an official ultralytics model, which ultralytics downloads."""
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    return weights in GITHUB_ASSETS_NAMES
+
+
+def resolve_classes(names: dict[int, str], spec: str | Sequence = "") -> list[int]:
+    """The class ids meant by `spec`: comma-separated ids or names ("0,1", "Normal,Fall"), a
+    sequence of them, or "" for the class named `person`. Names match case-insensitively."""
+    parts = [str(p).strip() for p in (spec.split(",") if isinstance(spec, str) else spec) if str(p).strip()]
+    shown = sorted(names.items())[:LISTED]
+    listed = ", ".join(f"{i}: {n!r}" for i, n in shown) + (f", ... ({len(names)} classes)" if len(names) > LISTED else "")
+    by_name = {str(n).lower(): int(i) for i, n in names.items()}
+    if not parts:
+        if DEFAULT_CLASS not in by_name:
+            raise DetectorError(f"the detector has no class named {DEFAULT_CLASS!r}; its classes are {{{listed}}}: "
+                                "choose the ones that are people with --det-classes (ids or names, e.g. 0,1)")
+        return [by_name[DEFAULT_CLASS]]
+    chosen = []
+    for part in parts:
+        cls = int(part) if part.lstrip("-").isdigit() else by_name.get(part.lower())
+        if cls not in names:
+            raise DetectorError(f"--det-classes {part}: the detector has no such class; its classes are {{{listed}}}")
+        if cls not in chosen:
+            chosen.append(cls)
+    return sorted(chosen)
 
 
 def to_boxes(xyxy: torch.Tensor | np.ndarray, conf: torch.Tensor | np.ndarray,
              cls: torch.Tensor | np.ndarray, width: int, height: int,
-             keep_class: int = PERSON) -> list[list[float]]:
-    """One frame's raw detections (pixels) -> our boxes: person only, normalised, clipped, sorted.
+             keep_classes: Sequence[int] = (0,)) -> list[list[float]]:
+    """One frame's raw detections (pixels) -> our boxes: people classes only, normalised, clipped, sorted.
 
     `xyxy` (N, 4) in pixels of a `width` x `height` frame, `conf` (N,), `cls` (N,). Boxes are
     divided by width/height, clipped to [0, 1] (YOLO boxes may reach past the frame), and
@@ -33,7 +74,7 @@ def to_boxes(xyxy: torch.Tensor | np.ndarray, conf: torch.Tensor | np.ndarray,
     """
     xyxy, conf, cls = (np.asarray(t.detach().cpu() if torch.is_tensor(t) else t, dtype=np.float64)
                        for t in (xyxy, conf, cls))
-    keep = cls.reshape(-1) == keep_class
+    keep = np.isin(cls.reshape(-1), np.asarray(keep_classes, np.float64))
     boxes = xyxy.reshape(-1, 4)[keep] / np.array([width, height, width, height], np.float64)
     scores = conf.reshape(-1)[keep]
     rows = np.concatenate([np.clip(boxes, 0.0, 1.0), np.clip(scores, 0.0, 1.0)[:, None]], axis=1)
@@ -44,6 +85,9 @@ def to_boxes(xyxy: torch.Tensor | np.ndarray, conf: torch.Tensor | np.ndarray,
 class PersonDetector:
     """Person boxes for the frames of a video, batched through an ultralytics YOLO model.
 
+    `classes`: which of the model's classes are people (see `resolve_classes`); every box of
+    any of them is a person box.
+
     stride=k runs the detector on frames 0, k, 2k, ... only; every frame in between takes a copy
     of the boxes of the nearest *earlier* detected frame (frame t gets those of k * (t // k)).
     People move little in k/fps seconds, and masking a slightly stale box costs less than k
@@ -52,14 +96,19 @@ class PersonDetector:
 
     def __init__(self, weights: str | Path, device: str | torch.device | None = None,
                  conf: float = 0.25, imgsz: int = 320, batch: int = 32, stride: int = 1,
-                 half: bool = False):
+                 half: bool = False, classes: str | Sequence = ""):
         from ultralytics import YOLO  # import here: it reads settings and is slow to import
 
         if stride < 1 or batch < 1:
             raise ValueError(f"stride and batch must be >= 1, got stride={stride}, batch={batch}")
-        self.model = YOLO(str(weights))
+        try:
+            self.model = YOLO(str(weights))
+        except Exception as err:  # ultralytics raises TypeError, RuntimeError, ConnectionError, ...
+            first = " ".join(str(err).split("\n")[0].split())
+            raise DetectorError(f"cannot load the detector {weights}: {first[:300]}") from None
         if self.model.task != "detect":
-            raise ValueError(f"{weights} is a {self.model.task!r} model; a detection model is needed")
+            raise DetectorError(f"{weights} is a {self.model.task!r} model; a detection model is needed")
+        self.classes = resolve_classes(self.model.names, classes)
         self.weights = Path(self.model.ckpt_path or weights)  # the file ultralytics actually loaded
         with open(self.weights, "rb") as f:
             self.sha256 = hashlib.file_digest(f, "sha256").hexdigest()
@@ -79,10 +128,11 @@ class PersonDetector:
         for start in range(0, len(picked), self.batch):
             # ultralytics takes numpy images as OpenCV does: BGR, (H, W, 3); quantize replaced half in 8.4
             images = [np.ascontiguousarray(frames[t, :, :, ::-1]) for t in picked[start:start + self.batch]]
-            results = self.model.predict(images, conf=self.conf, imgsz=self.imgsz, classes=[PERSON],
+            results = self.model.predict(images, conf=self.conf, imgsz=self.imgsz, classes=self.classes,
                                          device=self.device, quantize=16 if self.half else 32, batch=len(images),
                                          verbose=False)
-            detected += [to_boxes(r.boxes.xyxy, r.boxes.conf, r.boxes.cls, width, height) for r in results]
+            detected += [to_boxes(r.boxes.xyxy, r.boxes.conf, r.boxes.cls, width, height, self.classes)
+                         for r in results]
         return [[list(box) for box in detected[t // self.stride]] for t in range(len(frames))]
 
     def describe(self) -> dict:
@@ -90,6 +140,6 @@ class PersonDetector:
         import ultralytics
 
         return {"detector": "ultralytics-yolo", "weights": self.weights.name, "sha256": self.sha256,
-                "class": PERSON, "class_name": str(self.model.names.get(PERSON, PERSON)),
+                "classes": self.classes, "class_names": [str(self.model.names[c]) for c in self.classes],
                 "conf": self.conf, "imgsz": self.imgsz, "stride": self.stride, "half": self.half,
                 "ultralytics": ultralytics.__version__}

@@ -12,12 +12,19 @@ Stages (one file each): decode.py (decode, resample to --fps and --short-side), 
 inference run batched in the main process, on the GPU when there is one, while the workers
 decode ahead.
 
-Work is cut into shards of --shard-size videos over the sorted item list, so shard boundaries
-are fixed by the input: the same inputs and flags give byte-identical shards. Each finished
-shard leaves a record in OUT/.prep/; a run killed at any moment and started again with the same
-command skips finished shards and redoes only the rest. Under torchrun (RANK / WORLD_SIZE set)
-rank r takes every shard whose number (over all splits) is r modulo the world size, and rank 0
-writes the merged manifest.json once all ranks are done.
+Work is cut into shards of --shard-size videos over the sorted videos present on disk
+(resume.py), so shard boundaries are fixed by the input: the same inputs and flags give
+byte-identical shards. Each finished shard leaves a record in OUT/.prep/ of what it was made
+from; a run killed at any moment and started again with the same command skips the finished
+shards whose inputs are unchanged and redoes the rest, including shards whose videos appeared,
+changed or vanished since. Under torchrun (RANK / WORLD_SIZE set) rank r takes every shard whose
+number (over all splits) is r modulo the world size, and rank 0 writes the merged manifest.json
+once all ranks are done.
+
+Listed videos absent on disk are *missing* (counted, listed in OUT/missing.txt, fatal only with
+--strict-missing); present videos that cannot be used are *broken* (manifest.json "failed") and
+videos that decode only in part are stored with a warning (manifest.json "warnings"); --strict
+fails on either.
 """
 from __future__ import annotations
 
@@ -36,15 +43,22 @@ import numpy as np
 from tqdm import tqdm
 
 from shards import ShardWriter, add_split, new_manifest, write_manifest
-from shards.format import NUM_SCENES, Sample, ShardFormatError
+from shards.format import MANIFEST, NUM_SCENES, Sample, ShardFormatError
 from shards.video import GOP, encode_video, encoder_options
 
 from .datasets import ADAPTERS, DatasetError, VideoItem, load_dataset, read_synth_truth
 from .decode import InputError, decode_source
+from .resume import MISSING, ShardJob, plan, read_record, survey, write_json, write_missing
 from .synth_scenes import SCENES, scene_soft_label
 
 SYNTH = ("synth", "synth-novel")
 WORK = ".prep"  # per-shard records and the run's settings, for resume and the final merge
+SHOWN = 50  # broken or partial inputs printed in the summary (all of them are in the manifest)
+FLAGS = {"splits": "split"}  # settings named otherwise than their flag
+
+
+class PrepError(Exception):
+    """A run that cannot start or finish as asked; the message is one line saying what to change."""
 
 
 @dataclass
@@ -61,49 +75,28 @@ class PrepConfig:
     det_conf: float = 0.25     # detector score threshold for storing a box
     det_imgsz: int = 320       # detector input size
     det_stride: int = 1        # detect every k-th frame, carrying boxes to the frames between
+    det_classes: str = ""      # the detector's classes that are people (ids or names); "" = the one named person
     codec: str = "vp9"         # vp9 (DALI decodes it on CPU and GPU), h264 (GPU only), mjpeg
     gop: int = GOP             # frames per independently decodable segment: a clip decodes at most gop-1 unused frames
     short_side: int = 128      # scale down so the short side is this (never up; sides kept even)
-    fps: float = 0.0           # resample to this frame rate; 0 keeps the source rate
+    fps: float = 0.0           # resample (by timestamps) to this frame rate; 0: the source's average rate
     shard_size: int = 128      # videos per shard
     limit: int = 0             # first N videos of each split (by key); 0 = all
     annotations: str = ""      # annotation folder, when not the dataset's default place
     fold: int = 1              # ucf101 / hmdb51 split
     workers: int = max(1, (os.cpu_count() or 2) - 1)  # decode/encode processes
     device: str = ""           # for detector and scene model; "" = cuda:LOCAL_RANK when there is a GPU
-    strict: bool = False       # exit 1 when any input failed
+    strict: bool = False       # exit 1 when an input is broken or decodes only in part
+    strict_missing: bool = False  # exit 1 when a listed video is absent on disk
 
     def output_settings(self) -> dict:
         """The settings that change the shards' content (a resume must use the same)."""
-        skip = {"out", "workers", "device", "strict"}
+        skip = {"out", "workers", "device", "strict", "strict_missing"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
-@dataclass
-class ShardJob:
-    split: str
-    number: int                # within the split: the shard file number
-    position: int              # over all splits: decides the rank
-    items: list[VideoItem]
-
-    @property
-    def name(self) -> str:
-        return f"{self.split}-{self.number:06d}"
-
-
-def plan(items: dict[str, list[VideoItem]], splits: list[str], shard_size: int, limit: int) -> list[ShardJob]:
-    jobs = []
-    for split in splits:
-        chosen = items.get(split, [])[:limit or None]
-        for number, start in enumerate(range(0, len(chosen), shard_size)):
-            jobs.append(ShardJob(split, number, len(jobs), chosen[start:start + shard_size]))
-    return jobs
-
-
-def prepare_video(path: str | None, cfg: dict, keep_frames: bool) -> dict:
+def prepare_video(path: str, cfg: dict, keep_frames: bool) -> dict:
     """Worker: decode + resample + encode one video; failures come back as a reason."""
-    if path is None:
-        return {"ok": False, "reason": "listed in the annotations but absent on disk"}
     try:
         dec = decode_source(path, cfg["short_side"] or None, cfg["fps"] or None)
         data = encode_video(dec.frames, dec.fps, cfg["codec"], cfg["gop"])
@@ -113,8 +106,8 @@ def prepare_video(path: str | None, cfg: dict, keep_frames: bool) -> dict:
         return {"ok": False, "reason": f"{type(err).__name__}: {err}".replace("\n", " ")}
     t, h, w = dec.frames.shape[:3]
     return {"ok": True, "video": data, "fps": dec.fps, "frames": t, "height": h, "width": w,
-            "source_fps": dec.source_fps, "source_frames": dec.source_frames,
-            "source_index": dec.source_index, "pixels": dec.frames if keep_frames else None}
+            "source_fps": dec.source_fps, "source_frames": dec.source_frames, "source_index": dec.source_index,
+            "rotation": dec.rotation, "warning": dec.warning, "pixels": dec.frames if keep_frames else None}
 
 
 class Annotator:
@@ -128,15 +121,26 @@ class Annotator:
             device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
         self.detector = self.labeler = None
         if cfg.detector not in ("truth", "none"):
-            from .detector import PersonDetector
-            self.detector = PersonDetector(cfg.detector, device=device, conf=cfg.det_conf,
-                                           imgsz=cfg.det_imgsz, stride=cfg.det_stride)
+            from .detector import DetectorError, PersonDetector
+            try:
+                self.detector = PersonDetector(cfg.detector, device=device, conf=cfg.det_conf, imgsz=cfg.det_imgsz,
+                                               stride=cfg.det_stride, classes=cfg.det_classes)
+            except DetectorError as err:
+                raise PrepError(f"--detector {cfg.detector}: {err}") from None
         if cfg.scene_model not in ("truth", "none"):
-            from .scene_model import SceneLabeler, load_places365
-            model = load_places365(cfg.scene_model, arch=cfg.scene_arch, device=device or "cpu")
+            from .scene_model import ModelFileError, SceneLabeler, load_places365
+            try:
+                model = load_places365(cfg.scene_model, arch=cfg.scene_arch, device=device or "cpu")
+            except ModelFileError as err:
+                raise PrepError(f"--scene-model {cfg.scene_model} --scene-arch {cfg.scene_arch}: {err}") from None
             self.labeler = SceneLabeler(model, device=device, frames=cfg.scene_frames)
         if "truth" in (cfg.detector, cfg.scene_model):
             self.truth = {s: read_synth_truth(cfg.root, s) for s in ("train", "val", "test", "novel_train", "novel_test")}
+
+    @property
+    def det_classes(self) -> list[int]:
+        """The detector class ids kept as people (empty without a detector): a setting of the shards."""
+        return list(self.detector.classes) if self.detector is not None else []
 
     @property
     def needs_pixels(self) -> bool:
@@ -201,24 +205,24 @@ def ordered_map(pool, fn, calls, window: int):
         yield pending.popleft().get()
 
 
-def run_jobs(cfg: PrepConfig, jobs: list[ShardJob], annotator: Annotator, progress: bool) -> dict:
-    """Make the given shards; returns counters for the summary."""
+def run_jobs(cfg: PrepConfig, jobs: list[ShardJob], annotator: Annotator, progress: bool, settings: dict) -> dict:
+    """Make the given shards; returns counters for the summary. The settings are recorded with
+    the first finished shard: a run that fails before it leaves nothing that refuses a corrected one."""
     out, work = Path(cfg.out), Path(cfg.out) / WORK
     stats = collections.Counter()
-    calls = [(str(item.path) if item.path else None, asdict(cfg), annotator.needs_pixels)
-             for job in jobs for item in job.items]
+    calls = [(str(item.path), asdict(cfg), annotator.needs_pixels) for job in jobs for item in job.items]
     pool = get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
     try:
         results = ordered_map(pool, prepare_video, calls, window=2 * cfg.workers)
         bar = tqdm(total=len(calls), unit="video", desc="prep-shards", disable=not progress, smoothing=0.05)
         for job in jobs:
-            failed = []
+            failed, warnings = [], []
             with ShardWriter(out, job.name) as writer:
                 for item in job.items:
                     done = next(results)
                     bar.update()
                     if not done["ok"]:
-                        failed.append({"split": job.split, "key": item.key, "input": str(item.path or item.source_id),
+                        failed.append({"split": job.split, "key": item.key, "input": str(item.path),
                                        "reason": done["reason"]})
                         continue
                     meta = {"label_name": item.label_name, "split": job.split, "fps": done["fps"],
@@ -226,6 +230,12 @@ def run_jobs(cfg: PrepConfig, jobs: list[ShardJob], annotator: Annotator, progre
                             "source": str(item.path.relative_to(cfg.root)) if item.path.is_relative_to(cfg.root) else str(item.path),
                             "source_id": item.source_id, "source_fps": done["source_fps"],
                             "source_frames": done["source_frames"]}
+                    if done["rotation"]:
+                        meta["source_rotation"] = done["rotation"]
+                    if done["warning"]:
+                        meta["warning"] = done["warning"]
+                        warnings.append({"split": job.split, "key": item.key, "input": str(item.path),
+                                         "warning": done["warning"]})
                     writer.write(Sample(item.key, done["video"], cfg.codec, annotator.boxes(item, done),
                                         annotator.scene(item, done), item.label, meta))
                     stats["videos"] += 1
@@ -233,8 +243,13 @@ def run_jobs(cfg: PrepConfig, jobs: list[ShardJob], annotator: Annotator, progre
             shard = writer.info() if len(writer) else None
             stats["bytes"] += shard["bytes"] if shard else 0
             stats["failed"] += len(failed)
+            stats["warnings"] += len(warnings)
             bar.set_postfix(failed=stats["failed"])
-            _write_json(work / f"{job.name}.json", {"shard": shard, "failed": failed})
+            if not (work / "settings.json").is_file():
+                work.mkdir(parents=True, exist_ok=True)
+                write_json(work / "settings.json", settings)
+            write_json(work / f"{job.name}.json", {"shard": shard, "failed": failed, "warnings": warnings,
+                                                   "inputs": job.inputs})
         bar.close()
     finally:
         if pool is not None:
@@ -242,24 +257,41 @@ def run_jobs(cfg: PrepConfig, jobs: list[ShardJob], annotator: Annotator, progre
     return stats
 
 
-def merge_manifest(cfg: PrepConfig, classes: list[str], jobs: list[ShardJob], provenance: dict) -> dict:
-    work = Path(cfg.out) / WORK
-    missing = [j.name for j in jobs if not (work / f"{j.name}.json").is_file()]
-    if missing:
-        raise RuntimeError(f"{len(missing)} shard(s) not finished ({', '.join(missing[:3])} ...): run the same command again")
+def merge_manifest(cfg: PrepConfig, classes: list[str], splits: list[str], jobs: list[ShardJob],
+                   missing: list[VideoItem], provenance: dict) -> dict:
+    out, work = Path(cfg.out), Path(cfg.out) / WORK
+    records = {j.name: read_record(work, j.name) for j in jobs}
+    unfinished = [j.name for j in jobs if records[j.name] is None or records[j.name].get("inputs") != j.inputs]
+    if unfinished:
+        raise PrepError(f"{len(unfinished)} shard(s) not finished ({', '.join(unfinished[:3])} ...): "
+                           "run the same command again")
     manifest = new_manifest(cfg.dataset, classes, scene_names(cfg.scene_categories), cfg.codec, provenance)
-    for split in dict.fromkeys(j.split for j in jobs):
-        records = [json.loads((work / f"{j.name}.json").read_text()) for j in jobs if j.split == split]
-        add_split(manifest, split, [r["shard"] for r in records if r["shard"]])
-        manifest["failed"] += [f for r in records for f in r["failed"]]
-    write_manifest(cfg.out, manifest)
+    manifest["warnings"] = []
+    for split in splits:
+        mine = [records[j.name] for j in jobs if j.split == split]
+        add_split(manifest, split, [r["shard"] for r in mine if r["shard"]])
+        manifest["failed"] += [f for r in mine for f in r["failed"]]
+        manifest["warnings"] += [w for r in mine for w in r["warnings"]]
+    out.mkdir(parents=True, exist_ok=True)
+    write_missing(out, missing)
+    manifest["missing"] = {"count": len(missing), "file": MISSING}
+    write_manifest(out, manifest)
     return manifest
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+def remove_shards(out: Path, names: list[str]) -> None:
+    """Delete shards and their records (the record last: a crash midway leaves it to try again)."""
+    for name in names:
+        for path in (out / f"{name}.tar", out / f"{name}.idx", out / WORK / f"{name}.json"):
+            path.unlink(missing_ok=True)
+
+
+def speed(videos: int, seconds: float) -> str:
+    """'12.3 videos/s', or for slow runs (detector and scene model on a CPU) '4.2 s/video'."""
+    if not videos:
+        return "no video"
+    rate = videos / max(seconds, 1e-9)
+    return f"{rate:.1f} videos/s" if rate >= 1 else f"{seconds / videos:.1f} s/video"
 
 
 def parse_args(argv: list[str] | None) -> PrepConfig:
@@ -270,7 +302,8 @@ def parse_args(argv: list[str] | None) -> PrepConfig:
     p.add_argument("--root", required=True, help="the raw dataset folder")
     p.add_argument("--out", required=True, help="the shard folder to write")
     p.add_argument("--split", default="", help="comma-separated splits (default: all of the dataset)")
-    p.add_argument("--detector", default="", help="'truth' (synth), 'none', or a YOLO weights file")
+    p.add_argument("--detector", default="", help="'truth' (synth), 'none', a YOLO weights file, or an official "
+                   "ultralytics name (yolo11m.pt) that ultralytics downloads")
     p.add_argument("--scene-model", default="", help="'truth' (synth), 'none', or a Places365 checkpoint (.pth.tar)")
     p.add_argument("--scene-categories", default="", help="categories_places365.txt, for the scene names")
     for name in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride", "codec", "gop", "short_side",
@@ -278,7 +311,11 @@ def parse_args(argv: list[str] | None) -> PrepConfig:
         value = getattr(defaults, name)
         kwargs = {"choices": ["vp9", "h264", "mjpeg"]} if name == "codec" else {}
         p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, **kwargs)
-    p.add_argument("--strict", action="store_true", help="exit 1 if any input failed")
+    p.add_argument("--det-classes", default="", help="the detector classes that are people, as ids or names, "
+                   "comma-separated (e.g. 0,1 or Normal,Fall); default: the class named 'person'")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 1 if an input is broken or decodes only in part (missing videos do not count)")
+    p.add_argument("--strict-missing", action="store_true", help="exit 1 if a listed video is absent on disk")
     a = p.parse_args(argv)
     synth = a.dataset in SYNTH
     for flag in ("detector", "scene_model"):
@@ -289,18 +326,30 @@ def parse_args(argv: list[str] | None) -> PrepConfig:
             setattr(a, flag, "truth")
         elif value == "truth" and not synth:
             p.error(f"--{flag.replace('_', '-')} truth exists only for the synthetic set")
-        elif value not in ("truth", "none") and not Path(value).is_file():
-            p.error(f"--{flag.replace('_', '-')} {value}: no such file")
+        elif value not in ("truth", "none") and not Path(value).is_file() and not (flag == "detector" and official(value)):
+            hint = " (nor an official ultralytics model name such as yolo11m.pt)" if flag == "detector" else ""
+            p.error(f"--{flag.replace('_', '-')} {value}: no such file{hint}")
+    if a.det_classes and a.detector in ("truth", "none"):
+        p.error(f"--det-classes needs a YOLO --detector, not {a.detector!r}")
     if a.scene_categories and not Path(a.scene_categories).is_file():
         p.error(f"--scene-categories {a.scene_categories}: no such file")
     if a.shard_size < 1 or a.workers < 1 or a.det_stride < 1 or a.gop < 1 or a.limit < 0 or a.fps < 0:
         p.error("--shard-size, --workers, --det-stride and --gop must be >= 1; --limit and --fps >= 0")
     return PrepConfig(dataset=a.dataset, root=str(Path(a.root).resolve()), out=str(Path(a.out).resolve()),
                       splits=[s for s in a.split.split(",") if s], detector=a.detector, scene_model=a.scene_model,
-                      scene_categories=a.scene_categories, strict=a.strict,
+                      scene_categories=a.scene_categories, det_classes=a.det_classes, strict=a.strict,
+                      strict_missing=a.strict_missing,
                       **{n: getattr(a, n) for n in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride",
                                                     "codec", "gop", "short_side", "fps", "shard_size", "limit",
                                                     "annotations", "fold", "workers", "device")})
+
+
+def official(name: str) -> bool:
+    """An official ultralytics model name (e.g. yolo11m.pt): ultralytics downloads it by name."""
+    if os.sep in name or "/" in name:
+        return False
+    from .detector import official_name  # imports ultralytics: only for a name that is no file
+    return official_name(name)
 
 
 def dataset_options(cfg: PrepConfig) -> dict:
@@ -311,35 +360,37 @@ def dataset_options(cfg: PrepConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     try:
-        classes, items = load_dataset(cfg.dataset, cfg.root, **dataset_options(cfg))
-    except DatasetError as err:
+        return prep(cfg)
+    except (DatasetError, PrepError) as err:
         print(f"prep-shards: error: {err}", file=sys.stderr)
         return 2
+
+
+def prep(cfg: PrepConfig) -> int:
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    classes, items = load_dataset(cfg.dataset, cfg.root, **dataset_options(cfg))
     splits = cfg.splits or list(items)
     unknown = [s for s in splits if s not in items]
     if unknown:
-        print(f"prep-shards: error: split(s) {', '.join(unknown)} not in {cfg.dataset}; it has {', '.join(items)}", file=sys.stderr)
-        return 2
+        raise PrepError(f"split(s) {', '.join(unknown)} not in {cfg.dataset}; it has {', '.join(items)}")
+    scene_names(cfg.scene_categories)  # a wrong categories file fails now, not after the run
     out, work = Path(cfg.out), Path(cfg.out) / WORK
-    work.mkdir(parents=True, exist_ok=True)
-    settings_path, settings = work / "settings.json", cfg.output_settings() | {"splits": splits}
-    if settings_path.is_file() and json.loads(settings_path.read_text()) != json.loads(json.dumps(settings)):
-        print(f"prep-shards: error: {out} holds shards made with other settings ({settings_path}); "
-              "use another --out, or delete it to start over", file=sys.stderr)
-        return 2
-    if rank == 0:
-        _write_json(settings_path, settings)
-    jobs = plan(items, splits, cfg.shard_size, cfg.limit)
-    finished = {j.name for j in jobs if (work / f"{j.name}.json").is_file()}  # before any rank starts work
+    jobs, missing = plan(items, splits, cfg.shard_size, cfg.limit, cfg.root)
+    annotator = Annotator(cfg)  # loads the models: a bad one fails here, before anything is written
+    settings = {**cfg.output_settings(), "splits": splits, "det_classes": annotator.det_classes}
+    check_settings(work / "settings.json", settings, out)
+    state = survey(out, work, jobs, splits)  # every rank, before any rank starts work
+    if rank == 0 and (state.redo or state.stale):
+        (out / MANIFEST).unlink(missing_ok=True)  # it lists shards about to change
+        remove_shards(out, state.stale)
+        print(f"prep-shards: {state.describe()}")
     if world > 1:
         import torch.distributed as dist
         dist.init_process_group("gloo")
-    mine = [j for j in jobs if j.position % world == rank and j.name not in finished]
-    annotator = Annotator(cfg)
+    mine = [j for j in jobs if j.position % world == rank and j.name not in state.done]
     start = time.time()
-    stats = run_jobs(cfg, mine, annotator, progress=rank == 0)
+    stats = run_jobs(cfg, mine, annotator, progress=rank == 0, settings=settings)
     per_rank = [stats]
     if world > 1:  # every rank's counters reach rank 0 for the summary; also the barrier
         per_rank = [None] * world
@@ -347,19 +398,57 @@ def main(argv: list[str] | None = None) -> int:
         stats = sum((collections.Counter(s) for s in per_rank), collections.Counter())
     if rank != 0:
         return 0
-    manifest = merge_manifest(cfg, classes, jobs, annotator.provenance())
-    total = sum(s["samples"] for s in manifest["splits"].values())
+    manifest = merge_manifest(cfg, classes, splits, jobs, missing, annotator.provenance())
     wall = time.time() - start
+    print_summary(cfg, manifest, stats, len(state.done), len(state.redo), wall,
+                  [s.get("videos", 0) for s in per_rank] if world > 1 else None)
+    broken, partial, absent = manifest["failed"], manifest["warnings"], manifest["missing"]["count"]
+    reasons = ([f"{len(broken)} broken input(s)"] if broken else []) + \
+              ([f"{len(partial)} partial decode(s)"] if partial else [])
+    if cfg.strict and reasons:
+        print(f"prep-shards: --strict: {', '.join(reasons)}: exit 1")
+        return 1
+    if cfg.strict_missing and absent:
+        print(f"prep-shards: --strict-missing: {absent} listed video(s) absent on disk: exit 1")
+        return 1
+    return 0
+
+
+def check_settings(path: Path, settings: dict, out: Path) -> None:
+    """Refuse to mix shards made with other settings, naming each setting that differs."""
+    if not path.is_file():
+        return
+    before, now = json.loads(path.read_text()), json.loads(json.dumps(settings))
+    differ = [f"--{FLAGS.get(k, k).replace('_', '-')} was {before.get(k, '(unset)')!r}, now {now.get(k, '(unset)')!r}"
+              for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)]
+    if differ:
+        raise PrepError(f"{out} holds shards made with other settings ({'; '.join(differ)}): use the same "
+                           f"settings, another --out, or delete {out} to start over")
+
+
+def print_summary(cfg: PrepConfig, manifest: dict, stats: dict, skipped: int, redone: int, wall: float,
+                  per_rank: list[int] | None) -> None:
+    total = sum(s["samples"] for s in manifest["splits"].values())
     per_split = ", ".join(f"{s} {e['samples']}" for s, e in manifest["splits"].items())
-    print(f"prep-shards: {total} videos in {out} ({per_split}); "
-          f"this run: {stats['videos']} done, {stats['failed']} failed, {len(finished)} shards skipped "
-          f"(already done), {stats['seconds'] / 3600:.2f} h of video, {stats['bytes'] / 2**20:.1f} MiB, "
-          f"{wall:.0f} s ({stats['videos'] / max(wall, 1e-9):.1f} videos/s)"
-          + (f"; videos per rank: {[s.get('videos', 0) for s in per_rank]}" if world > 1 else ""))
-    if manifest["failed"]:
-        print(f"prep-shards: {len(manifest['failed'])} input(s) failed, listed in manifest.json 'failed'; first: "
-              f"{manifest['failed'][0]['input']}: {manifest['failed'][0]['reason']}")
-    return 1 if cfg.strict and manifest["failed"] else 0
+    broken, partial, absent = manifest["failed"], manifest["warnings"], manifest["missing"]["count"]
+    print(f"prep-shards: {total} videos in {cfg.out} ({per_split}); {len(broken)} broken, {len(partial)} partial, "
+          f"{absent} missing; this run: {stats['videos']} done, {stats['failed']} failed, {skipped} shards skipped "
+          f"(already done){f', {redone} redone (inputs changed)' if redone else ''}, "
+          f"{stats['seconds'] / 3600:.2f} h of video, {stats['bytes'] / 2**20:.1f} MiB, "
+          f"{wall:.0f} s ({speed(stats['videos'], wall)})"
+          + (f"; videos per rank: {per_rank}" if per_rank else ""))
+    for entries, what, field in ((broken, "broken input(s), not stored (manifest.json 'failed')", "reason"),
+                                 (partial, "video(s) decoded only in part, stored with a warning "
+                                           "(manifest.json 'warnings')", "warning")):
+        if entries:
+            print(f"prep-shards: {len(entries)} {what}:")
+            for e in entries[:SHOWN]:
+                print(f"  {e['split']}/{e['key']}: {e['input']}: {e[field]}")
+            if len(entries) > SHOWN:
+                print(f"  ... and {len(entries) - SHOWN} more")
+    if absent:
+        print(f"prep-shards: {absent} listed video(s) absent on disk, not an error without --strict-missing "
+              f"(listed in {Path(cfg.out) / MISSING})")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,9 @@ def load_places365(path: str | Path, arch: str = "resnet50", device: str | torch
     for a *trusted* file the safe loader refuses (e.g. one that pickles an argparse Namespace).
     Loading is strict: every parameter must be present with the right shape.
     """
+    if not timm.is_model(arch):
+        raise ModelFileError(f"{arch!r} is not a timm architecture (e.g. resnet50, resnet18; "
+                             "timm.list_models() names them all)")
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"Places365 weights {path} not found; get resnet50_places365.pth.tar from "

@@ -20,7 +20,7 @@ import torch
 import torchvision
 import torchvision.transforms.v2.functional as TF
 
-from prep.detector import PersonDetector, to_boxes
+from prep.detector import DetectorError, PersonDetector, resolve_classes, to_boxes
 from prep.scene_model import (
     MEAN, NUM_SCENES, STD, ModelFileError, SceneLabeler, load_places365, places365_state_dict,
     preprocess, sample_indices, torch_load_py2)
@@ -163,7 +163,22 @@ def test_to_boxes_normalises_clips_sorts():
         [0.25, 0.25, 0.75, 1.0, 0.5],
         [0.5, 0.125, 0.625, 0.375, 0.5]]
     assert to_boxes(np.zeros((0, 4)), np.zeros(0), np.zeros(0), 64, 32) == []
-    assert to_boxes(xyxy, conf, cls, 64, 32, keep_class=2) == [[0.0, 0.0, 0.125, 0.25, 0.9900000095367432]]
+    assert to_boxes(xyxy, conf, cls, 64, 32, keep_classes=[2]) == [[0.0, 0.0, 0.125, 0.25, 0.9900000095367432]]
+    assert len(to_boxes(xyxy, conf, cls, 64, 32, keep_classes=[0, 2])) == 4  # every class asked for
+
+
+def test_resolve_classes_by_id_or_name():
+    coco = {0: "person", 1: "bicycle", 2: "car"}
+    assert resolve_classes(coco) == [0] and resolve_classes(coco, "") == [0]
+    fall = {0: "Normal", 1: "Fall"}
+    assert resolve_classes(fall, "Normal,Fall") == [0, 1] == resolve_classes(fall, "1, 0") == resolve_classes(fall, "fall,0")
+    with pytest.raises(DetectorError, match=r"^the detector has no class named 'person'; its classes are "
+                                            r"\{0: 'Normal', 1: 'Fall'\}: choose the ones that are people with --det-classes"):
+        resolve_classes(fall)
+    with pytest.raises(DetectorError, match=r"^--det-classes Sitting: the detector has no such class; its classes are \{0: 'Normal'"):
+        resolve_classes(fall, "Normal,Sitting")
+    with pytest.raises(DetectorError, match=r"--det-classes 99: .*\{0: '0', .*19: '19', \.\.\. \(80 classes\)\}$"):
+        resolve_classes({i: str(i) for i in range(80)}, "99")
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +187,9 @@ def yolo_weights(tmp_path_factory) -> Path:
     from ultralytics import YOLO
 
     path = tmp_path_factory.mktemp("yolo") / "tiny-yolov8n.pt"
-    YOLO("yolov8n.yaml").save(path)
+    model = YOLO("yolov8n.yaml")
+    model.model.names = {i: "person" if i == 0 else f"class{i}" for i in range(80)}  # COCO has person at 0
+    model.save(path)
     checkpoint = torch.load(path, weights_only=False)
     assert {"model", "version", "date"} <= checkpoint.keys()
     return path
@@ -208,6 +225,6 @@ def test_person_detector_offline(yolo_weights):
     info = strided.describe()
     assert info["sha256"] == hashlib.sha256(yolo_weights.read_bytes()).hexdigest()
     assert info["weights"] == "tiny-yolov8n.pt"
-    assert (info["conf"], info["imgsz"], info["stride"], info["class"]) == (0.0, 64, 3, 0)
+    assert (info["conf"], info["imgsz"], info["stride"], info["classes"], info["class_names"]) == (0.0, 64, 3, [0], ["person"])
     import ultralytics
     assert info["ultralytics"] == ultralytics.__version__

@@ -88,6 +88,31 @@ def test_kill_9_then_resume_equals_uninterrupted(raw, reference, tmp_path):
     assert files(tmp_path) == files(reference)
 
 
+def test_resume_after_a_finished_shards_video_changed_redoes_it(raw, tmp_path):
+    """Killed, then a video of a finished shard is replaced: the resume must not keep the shard
+    made from the old file, and ends equal to an uninterrupted run over the new files."""
+    changed, out = tmp_path / "raw", tmp_path / "shards"
+    subprocess.run(["cp", "-r", str(raw), str(changed)], check=True)
+    cmd = PREP + ["--dataset", "synth", "--root", str(changed), "--out", str(out), "--shard-size", "2", "--workers", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / ".prep" / "train-000000.json").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists(), "the kill should land mid-run"
+    key, rel = json.loads((out / ".prep" / "train-000000.json").read_text())["inputs"][0][:2]
+    replacement = sorted((changed / "val").rglob("*.mp4"))[0]  # another video of the same length
+    (changed / rel).write_bytes(replacement.read_bytes())
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0 and "(train: 0 new, 1 changed, 0 gone)" in result.stdout
+    assert prep(changed, tmp_path / "fresh") == 0
+    assert files(out) == files(tmp_path / "fresh")
+    sample = next(s for s in iter_samples(out, "train") if s["key"] == key)
+    np.testing.assert_array_equal(sample["video"], next(s for s in iter_samples(out, "val")
+                                                        if replacement.stem == s["key"])["video"])
+
+
 def test_corrupt_and_missing_videos_are_reported(raw, tmp_path):
     broken = tmp_path / "raw"
     subprocess.run(["cp", "-r", str(raw), str(broken)], check=True)
@@ -101,12 +126,14 @@ def test_corrupt_and_missing_videos_are_reported(raw, tmp_path):
     manifest = read_manifest(out)
     assert manifest["splits"]["train"]["samples"] == 5
     assert manifest["splits"]["val"]["samples"] == 3 and manifest["splits"]["test"]["samples"] == 4
+    # broken inputs are listed with their cause; the absent one is missing, reported apart (issue 14)
     reasons = {f["key"]: f["reason"] for f in manifest["failed"]}
-    assert len(reasons) == 4 and all(f["split"] == "train" for f in manifest["failed"])
-    assert reasons[videos[1].stem] == "zero-length file"
-    assert reasons[videos[3].stem] == "listed in the annotations but absent on disk"
-    assert reasons[videos[0].stem].startswith("unreadable video") or reasons[videos[0].stem] == "zero decodable frames"
-    assert reasons[videos[2].stem].startswith("unreadable video")
+    assert len(reasons) == 3 and all(f["split"] == "train" for f in manifest["failed"])
+    assert reasons[videos[1].stem].startswith("zero-length file")
+    assert reasons[videos[0].stem].startswith("truncated or damaged mp4/mov file")
+    assert reasons[videos[2].stem].startswith("not a video: the file is text")
+    assert manifest["missing"] == {"count": 1, "file": "missing.txt"}
+    assert (out / "missing.txt").read_text().splitlines()[1:] == [f"train\t{videos[3].stem}\t{videos[3].stem.split('_')[0]}"]
     assert check_dir(out)[1] == []
     assert main(["--dataset", "synth", "--root", str(broken), "--out", str(tmp_path / "strict"), "--strict"]) == 1
 
@@ -137,7 +164,8 @@ def test_bad_flags_exit_2_with_one_line(raw, tmp_path, capsys, argv, message):
 
 def test_other_settings_in_same_out_refused(raw, reference, capsys):
     assert prep(raw, reference, "--codec", "mjpeg") == 2
-    assert "holds shards made with other settings" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "holds shards made with other settings (--codec was 'vp9', now 'mjpeg'):" in err
 
 
 def test_torchrun_two_ranks_write_the_same_shards(raw, reference, tmp_path):
@@ -161,7 +189,9 @@ def test_model_paths_yolo_and_places365(raw, tmp_path):
     from ultralytics import YOLO
 
     weights = tmp_path / "tiny-yolo.pt"
-    YOLO("yolov8n.yaml").save(weights)
+    yolo = YOLO("yolov8n.yaml")
+    yolo.model.names = {i: "person" if i == 0 else f"class{i}" for i in range(80)}  # as a COCO model has them
+    yolo.save(weights)
     scene = tmp_path / "scene_resnet18.pth"
     torch.manual_seed(0)
     torch.save(timm.create_model("resnet18", pretrained=False, num_classes=365).state_dict(), scene)
@@ -173,6 +203,7 @@ def test_model_paths_yolo_and_places365(raw, tmp_path):
     manifest = read_manifest(out)
     prov = manifest["provenance"]
     assert prov["boxes"]["weights"] == "tiny-yolo.pt" and prov["boxes"]["stride"] == 2 and len(prov["boxes"]["sha256"]) == 64
+    assert prov["boxes"]["classes"] == [0] and prov["boxes"]["class_names"] == ["person"]
     assert prov["scene"]["weights"] == "scene_resnet18.pth" and prov["scene"]["arch"] == "resnet18"
     assert check_dir(out)[1] == []
     for sample in iter_samples(out, "val"):
