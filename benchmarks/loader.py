@@ -54,6 +54,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
+from shards.cli import Parser, entry_point, integer
 from shards.loader import LoaderConfig, build_loader, describe
 from shards.masking import MEAN, STD, box_rects, pad_rects
 from shards.sampling import SplitIndex, epoch_batches
@@ -572,25 +573,26 @@ def print_tables(result: dict) -> None:
         print(f"GPU check: {result['gpu_check']}")
 
 
+@entry_point("benchmarks/loader.py")
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = Parser(prog="benchmarks/loader.py", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--raw", help="a prep-synth raw folder to use (default: make one in --work)")
     p.add_argument("--work", help="folder for the raw set, shards and JPEG folders; reused when it holds "
                                   "them (default: a temporary folder)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--videos", type=int, default=160, help="synthetic videos to make")
-    p.add_argument("--video-frames", type=int, default=0, help="frames per synthetic video (default 32, --quick 20)")
-    p.add_argument("--short-frames", type=int, default=32,
+    p.add_argument("--videos", type=integer(1), default=160, help="synthetic videos to make")
+    p.add_argument("--video-frames", type=integer(0), default=0, help="frames per synthetic video (default 32, --quick 20)")
+    p.add_argument("--short-frames", type=integer(1), default=32,
                    help="with --video-frames N above this: also time clips from videos of this length")
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--batches", type=int, default=16, help="timed batches per loader (after one warm-up)")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--size", type=int, default=112)
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers / DALI threads, every loader")
-    p.add_argument("--torch-threads", type=int, default=0,
+    p.add_argument("--batch", type=integer(1), default=8)
+    p.add_argument("--batches", type=integer(1), default=16, help="timed batches per loader (after one warm-up)")
+    p.add_argument("--frames", type=integer(1), default=16)
+    p.add_argument("--size", type=integer(1, 128), default=112, help="crop side (the synthetic videos are 128 x 128)")
+    p.add_argument("--workers", type=integer(1), default=2, help="DataLoader workers / DALI threads, every loader")
+    p.add_argument("--torch-threads", type=integer(0), default=0,
                    help="torch threads of this process (our post-processing runs here); 0: torch's default")
-    p.add_argument("--jpeg-quality", type=int, default=90, help="of the JPEG frame folders (PIL)")
+    p.add_argument("--jpeg-quality", type=integer(1, 95), default=90, help="of the JPEG frame folders (PIL)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     p.add_argument("--json")
     args = p.parse_args(argv)

@@ -36,6 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
     sys.path[0] = str(ROOT)  # this script is named like the prep package: import the package, not itself
 
+from shards.cli import Parser, entry_point, integer  # noqa: E402 (after the sys.path fix above)
+
 
 def python_m(module: str, *args, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *map(str, args)], check=True, capture_output=True,
@@ -171,18 +173,19 @@ def print_tables(result: dict) -> None:
         print(f"{name:34s} {r['videos']:6d} {r['workers']:7d} {r['seconds']:8.2f} {r['videos_per_s']:8.2f}")
 
 
+@entry_point("benchmarks/prep.py")
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = Parser(prog="benchmarks/prep.py", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--videos", type=int, default=12, help="synthetic videos (128 x 128)")
-    p.add_argument("--frames", type=int, default=32, help="frames per synthetic video")
-    p.add_argument("--transcoded", type=int, default=3, help="transcoded videos (320 x 240, 30 fps)")
-    p.add_argument("--transcoded-frames", type=int, default=90, help="frames per transcoded video")
+    p.add_argument("--videos", type=integer(1), default=12, help="synthetic videos (128 x 128)")
+    p.add_argument("--frames", type=integer(1), default=32, help="frames per synthetic video")
+    p.add_argument("--transcoded", type=integer(1), default=3, help="transcoded videos (320 x 240, 30 fps)")
+    p.add_argument("--transcoded-frames", type=integer(1), default=90, help="frames per transcoded video")
     p.add_argument("--scene-arch", default="resnet50", help="timm architecture of the scene model (random weights)")
-    p.add_argument("--scene-frames", type=int, default=8)
-    p.add_argument("--det-stride", type=int, default=1)
+    p.add_argument("--scene-frames", type=integer(1), default=8)
+    p.add_argument("--det-stride", type=integer(1), default=1)
     p.add_argument("--codec", choices=["vp9", "h264", "mjpeg"], default="vp9")
-    p.add_argument("--workers", type=int, default=2, help="prep-shards decode/encode processes (end to end)")
+    p.add_argument("--workers", type=integer(1), default=2, help="prep-shards decode/encode processes (end to end)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     p.add_argument("--json")

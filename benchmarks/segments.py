@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
     sys.path[0] = str(ROOT)  # benchmarks/prep.py would shadow the prep package
 
+from shards.cli import Parser, entry_point, integer  # noqa: E402 (after the sys.path fix above)
 from benchmarks.loader import (POSITIONS, SEED, clip_plan, decode_only_dali, disk_bytes, machine, make_jpeg_folders,
                                make_raw, measure, ours, position_plan, python_m)
 from shards.loader import LoaderConfig
@@ -85,28 +86,31 @@ def print_table(result: dict) -> None:
               f"{r['loader_clips_per_s']:14.1f}")
 
 
+def gop_list(text: str) -> list[int]:
+    """An argparse type: comma-separated segment lengths, each >= 1."""
+    return [integer(1)(g) for g in text.split(",")]
+
+
+@entry_point("benchmarks/segments.py")
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="benchmarks/segments.py", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--raw", help="a prep-synth raw folder to use (default: make one in --work)")
     p.add_argument("--work", help="folder for the raw set, shards and JPEG folders; reused (default: temporary)")
-    p.add_argument("--gops", default="4,8,16,32", help="comma-separated segment lengths")
-    p.add_argument("--videos", type=int, default=160)
-    p.add_argument("--video-frames", type=int, default=300)
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--batches", type=int, default=16, help="timed batches per measurement (after one warm-up)")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--size", type=int, default=112)
-    p.add_argument("--workers", type=int, default=2, help="prep processes and DALI threads")
+    p.add_argument("--gops", type=gop_list, default=[4, 8, 16, 32], help="comma-separated segment lengths")
+    p.add_argument("--videos", type=integer(1), default=160)
+    p.add_argument("--video-frames", type=integer(1), default=300)
+    p.add_argument("--batch", type=integer(1), default=8)
+    p.add_argument("--batches", type=integer(1), default=16, help="timed batches per measurement (after one warm-up)")
+    p.add_argument("--frames", type=integer(1), default=16)
+    p.add_argument("--size", type=integer(1, 128), default=112)
+    p.add_argument("--workers", type=integer(1), default=2, help="prep processes and DALI threads")
     p.add_argument("--device", choices=["cpu"], default="cpu",
                    help="DALI's CPU decoder only; on a GPU, loader.py --device cuda reports the cost by position")
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     p.add_argument("--json")
     args = p.parse_args(argv)
     if args.quick:
-        args.videos, args.video_frames, args.batch, args.batches, args.gops = 4, 40, 2, 2, "8,16"
-    args.gops = [int(g) for g in args.gops.split(",")]
-    if min(args.gops) < 1 or min(args.videos, args.video_frames, args.batch, args.batches, args.workers) < 1:
-        p.error("--gops, --videos, --video-frames, --batch, --batches and --workers must be >= 1")
+        args.videos, args.video_frames, args.batch, args.batches, args.gops = 4, 40, 2, 2, [8, 16]
     with tempfile.TemporaryDirectory() as tmp:
         args.work = args.work or tmp
         result = run(args)

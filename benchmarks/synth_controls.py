@@ -14,7 +14,6 @@ Videos are rendered in memory (no encoding), so this measures the world, not the
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -29,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from prep.synth import plan_split, render_video
+from prep.synth import DIFFICULTIES, plan_split, render_video
+from shards.cli import Parser, entry_point, integer, number
 from prep.synth_actor import ACTIONS
 from prep.synth_scenes import MAIN_SCENES
 from train.model import R3D18
@@ -149,28 +149,31 @@ def train_frame2d(train, test, target, masked, args):
     return {"steps": steps, "test_top1": acc, "chance": round(1 / classes, 4)}
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--difficulty", default="easy")
-    p.add_argument("--train", type=int, default=800)
-    p.add_argument("--test", type=int, default=300)
-    p.add_argument("--frames", type=int, default=32)
-    p.add_argument("--size", type=int, default=64)
-    p.add_argument("--clip-frames", type=int, default=16)
-    p.add_argument("--crop", type=int, default=56)
-    p.add_argument("--width", type=int, default=16)
+@entry_point("benchmarks/synth_controls.py")
+def main(argv=None):
+    p = Parser(prog="benchmarks/synth_controls.py", description=__doc__.splitlines()[0])
+    p.add_argument("--difficulty", default="easy", choices=list(DIFFICULTIES))
+    p.add_argument("--train", type=integer(1), default=800)
+    p.add_argument("--test", type=integer(1), default=300)
+    p.add_argument("--frames", type=integer(1), default=32)
+    p.add_argument("--size", type=integer(16), default=64)
+    p.add_argument("--clip-frames", type=integer(1), default=16)
+    p.add_argument("--crop", type=integer(1), default=56)
+    p.add_argument("--width", type=integer(1), default=16)
     p.add_argument("--input", choices=["rgb", "rgbdiff"], default="rgbdiff")
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--eval-every", type=int, default=100)
-    p.add_argument("--seconds-2d", type=float, default=60)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch", type=integer(1), default=16)
+    p.add_argument("--lr", type=number(above=0), default=1e-3)
+    p.add_argument("--steps", type=integer(1), default=400)
+    p.add_argument("--eval-every", type=integer(1), default=100)
+    p.add_argument("--seconds-2d", type=number(above=0), default=60)
+    p.add_argument("--seed", type=integer(0), default=0)
+    p.add_argument("--workers", type=integer(1), default=2)
     p.add_argument("--skip-3d", action="store_true")
     p.add_argument("--skip-2d", action="store_true")
     p.add_argument("--json")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    if args.size % 2 or args.crop > args.size or args.clip_frames > args.frames:
+        p.error("--size must be even, --crop at most --size, --clip-frames at most --frames")
     torch.set_num_threads(args.workers)
     t0 = time.time()
     train = render_split("train", args.train, args)
@@ -193,7 +196,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -33,10 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
+from shards.cli import Parser, entry_point, integer
 from shards.loader import build_loader
 from train.entropy_loss import entropy_loss
 from train.gradient_reversal import reverse_gradient
-from train.model import SceneHead, build_backbone
+from train.model import ARCHS, SceneHead, build_backbone
 from train.scene_loss import scene_loss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -231,31 +232,32 @@ def print_tables(result: dict) -> None:
               f"{r['data_stall_fraction']:6.1%} {r['achieved_tflops']['memory']:11.3f}")
 
 
+@entry_point("benchmarks/train_step.py")
 def main(argv=None):
     cuda = torch.cuda.is_available()
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    p = Parser(prog="benchmarks/train_step.py", description=__doc__.splitlines()[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if cuda else "cpu")
-    p.add_argument("--arch", default="r3d18-w16", help="r3d18 (the paper), r3d18-w32, r3d18-w16")
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--size", type=int, default=56)
-    p.add_argument("--batch", type=int, default=8, help="clips per step; 0: the largest power of two that fits (GPU)")
-    p.add_argument("--max-batch", type=int, default=256, help="upper end of the --batch 0 search")
+    p.add_argument("--arch", default="r3d18-w16", choices=list(ARCHS), help="r3d18 (the paper), r3d18-w32, r3d18-w16")
+    p.add_argument("--frames", type=integer(1), default=8)
+    p.add_argument("--size", type=integer(1), default=56)
+    p.add_argument("--batch", type=integer(0), default=8, help="clips per step; 0: the largest power of two that fits (GPU)")
+    p.add_argument("--max-batch", type=integer(1), default=256, help="upper end of the --batch 0 search")
     p.add_argument("--schedule", nargs="+", choices=["alternate", "joint"], default=["alternate", "joint"])
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--steps", type=int, default=4, help="timed steps per measurement")
-    p.add_argument("--warmup", type=int, default=1, help="untimed steps first")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--steps", type=integer(1), default=4, help="timed steps per measurement")
+    p.add_argument("--warmup", type=integer(0), default=1, help="untimed steps first")
+    p.add_argument("--threads", type=integer(0), default=0,
                    help="torch threads of this process; 0: CPU cores minus --workers (at least 1) on the CPU, "
                         "torch's default on the GPU. More busy threads than cores make OpenMP's spin-waits "
                         "slow every CPU op down, up to 100x (benchmarks/README.md)")
     p.add_argument("--loader", choices=["dali", "torch"], default="dali")
-    p.add_argument("--workers", type=int, default=2, help="DALI threads / DataLoader workers")
+    p.add_argument("--workers", type=integer(1), default=2, help="DALI threads / DataLoader workers")
     p.add_argument("--shards", help="shard folder with a train split (default: make a synthetic one)")
-    p.add_argument("--videos", type=int, default=48, help="synthetic videos to make")
-    p.add_argument("--video-size", type=int, default=64, help="synthetic frame side (>= --size)")
-    p.add_argument("--video-frames", type=int, default=16)
+    p.add_argument("--videos", type=integer(1), default=48, help="synthetic videos to make")
+    p.add_argument("--video-size", type=integer(16), default=64, help="synthetic frame side (>= --size)")
+    p.add_argument("--video-frames", type=integer(1), default=16)
     p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
     p.add_argument("--json")
     args = p.parse_args(argv)
@@ -264,6 +266,10 @@ def main(argv=None):
         args.videos, args.video_size, args.video_frames = 6, 32, 6
     if args.batch == 0 and args.device != "cuda":
         p.error("--batch 0 (search) needs --device cuda")
+    if args.device == "cuda" and not cuda:
+        p.error("--device cuda but no CUDA device is visible (use --device cpu)")
+    if not args.shards and (args.video_size % 2 or args.size > args.video_size):
+        p.error(f"--video-size {args.video_size} must be even and at least --size {args.size}")
     if args.threads or args.device == "cpu":
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - args.workers))
     args.threads = torch.get_num_threads()

@@ -14,10 +14,19 @@ with the list of its names, so boxes are never taken silently from the wrong cla
 Weights are a user-supplied path, or an official ultralytics name (e.g. "yolo11m.pt") that
 ultralytics downloads; tests build a tiny random model offline. `describe()` records what made
 the boxes, for the manifest.
+
+A `.pt` file is a pickle, and ultralytics unpickles it in full: a crafted file runs code when
+loaded. Before ultralytics sees it, `pickle_globals_refused` lists every global the pickle names
+(torch reads the opcodes without running them) and the file is refused unless each one is a
+network layer class (an nn.Module of torch.nn or ultralytics.nn: unpickled with __new__ and a
+dict update, no code of the file's choosing) or one of a few plain value types. `trust=True`
+(`prep-shards --trust-detector`) skips the check, for a file from a source the user trusts.
 """
 from __future__ import annotations
 
 import hashlib
+import importlib
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -30,6 +39,49 @@ LISTED = 20  # class names an error message shows
 
 class DetectorError(ValueError):
     """A detector that cannot be used as asked; the message is one line saying why and what to do."""
+
+
+LAYER_MODULES = ("torch.nn.modules.", "ultralytics.nn.")  # where the layer classes a checkpoint names live
+VALUE_GLOBALS = {  # plain values in ultralytics checkpoints (training arguments, metrics)
+    "collections.OrderedDict", "builtins.set", "ultralytics.utils.IterableSimpleNamespace",
+    "numpy.dtype", "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+    "numpy.dtypes.Float64DType", "numpy.dtypes.Float32DType", "numpy.dtypes.Int64DType"}
+
+
+def _layer_class(name: str) -> bool:
+    module, _, attr = name.rpartition(".")
+    if not module.startswith(LAYER_MODULES):
+        return False
+    try:
+        obj = getattr(importlib.import_module(module), attr, None)
+    except ImportError:
+        return False
+    return isinstance(obj, type) and issubclass(obj, torch.nn.Module)
+
+
+def pickle_globals_refused(path: str | Path) -> list[str]:
+    """The globals a torch checkpoint's pickle names that are neither layer classes nor plain
+    values, read from its opcodes with nothing run."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as err:  # not the zip format torch.save writes (legacy pickle, garbage, ...)
+        raise DetectorError(f"cannot load the detector {path}: not a checkpoint as torch.save writes them "
+                            f"({' '.join(str(err).split())[:120]})") from None
+    return sorted(n for n in names if n not in VALUE_GLOBALS and not _layer_class(n))
+
+
+def check_weights_file(weights: str | Path, trust: bool) -> None:
+    """Refuse a weights file whose pickle would run code on loading, unless trusted (then warn)."""
+    if trust:
+        print(f"prep-shards: warning: --trust-detector: {weights} is unpickled unchecked (it can run code)",
+              file=sys.stderr)
+        return
+    refused = pickle_globals_refused(weights)
+    if refused:
+        shown = ", ".join(refused[:3]) + (f" and {len(refused) - 3} more" if len(refused) > 3 else "")
+        raise DetectorError(f"refusing the detector {weights}: loading it would call {shown}, which is no network "
+                            "layer (a .pt file is a pickle and can run code); pass --trust-detector only if you "
+                            "trust where the file comes from")
 
 
 def official_name(weights: str) -> bool:
@@ -96,11 +148,15 @@ class PersonDetector:
 
     def __init__(self, weights: str | Path, device: str | torch.device | None = None,
                  conf: float = 0.25, imgsz: int = 320, batch: int = 32, stride: int = 1,
-                 half: bool = False, classes: str | Sequence = ""):
+                 half: bool = False, classes: str | Sequence = "", trust: bool = False):
         from ultralytics import YOLO  # import here: it reads settings and is slow to import
 
         if stride < 1 or batch < 1:
             raise ValueError(f"stride and batch must be >= 1, got stride={stride}, batch={batch}")
+        if official_name(str(weights)) and not Path(weights).is_file():
+            from ultralytics.utils.downloads import attempt_download_asset  # checked like any file, once here
+            weights = attempt_download_asset(str(weights))
+        check_weights_file(weights, trust)
         try:
             self.model = YOLO(str(weights))
         except Exception as err:  # ultralytics raises TypeError, RuntimeError, ConnectionError, ...

@@ -43,6 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 from shards import ShardWriter, add_split, new_manifest, write_manifest
+from shards.cli import Parser, entry_point, integer, number
 from shards.format import MANIFEST, NUM_SCENES, Sample, ShardFormatError
 from shards.video import GOP, encode_video, encoder_options
 
@@ -76,6 +77,7 @@ class PrepConfig:
     det_imgsz: int = 320       # detector input size
     det_stride: int = 1        # detect every k-th frame, carrying boxes to the frames between
     det_classes: str = ""      # the detector's classes that are people (ids or names); "" = the one named person
+    trust_detector: bool = False  # unpickle --detector unchecked (a .pt file can run code): only files you trust
     codec: str = "vp9"         # vp9 (DALI decodes it on CPU and GPU), h264 (GPU only), mjpeg
     gop: int = GOP             # frames per independently decodable segment: a clip decodes at most gop-1 unused frames
     short_side: int = 128      # scale down so the short side is this (never up; sides kept even)
@@ -91,7 +93,7 @@ class PrepConfig:
 
     def output_settings(self) -> dict:
         """The settings that change the shards' content (a resume must use the same)."""
-        skip = {"out", "workers", "device", "strict", "strict_missing"}
+        skip = {"out", "workers", "device", "strict", "strict_missing", "trust_detector"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -124,7 +126,8 @@ class Annotator:
             from .detector import DetectorError, PersonDetector
             try:
                 self.detector = PersonDetector(cfg.detector, device=device, conf=cfg.det_conf, imgsz=cfg.det_imgsz,
-                                               stride=cfg.det_stride, classes=cfg.det_classes)
+                                               stride=cfg.det_stride, classes=cfg.det_classes,
+                                               trust=cfg.trust_detector)
             except DetectorError as err:
                 raise PrepError(f"--detector {cfg.detector}: {err}") from None
         if cfg.scene_model not in ("truth", "none"):
@@ -212,9 +215,9 @@ def run_jobs(cfg: PrepConfig, jobs: list[ShardJob], annotator: Annotator, progre
     stats = collections.Counter()
     calls = [(str(item.path), asdict(cfg), annotator.needs_pixels) for job in jobs for item in job.items]
     pool = get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
+    bar = tqdm(total=len(calls), unit="video", desc="prep-shards", disable=not progress, smoothing=0.05)
     try:
         results = ordered_map(pool, prepare_video, calls, window=2 * cfg.workers)
-        bar = tqdm(total=len(calls), unit="video", desc="prep-shards", disable=not progress, smoothing=0.05)
         for job in jobs:
             failed, warnings = [], []
             with ShardWriter(out, job.name) as writer:
@@ -250,8 +253,8 @@ def run_jobs(cfg: PrepConfig, jobs: list[ShardJob], annotator: Annotator, progre
                 write_json(work / "settings.json", settings)
             write_json(work / f"{job.name}.json", {"shard": shard, "failed": failed, "warnings": warnings,
                                                    "inputs": job.inputs})
-        bar.close()
     finally:
+        bar.close()  # also on an error: its message then starts a line of its own
         if pool is not None:
             pool.terminate()
     return stats
@@ -294,10 +297,18 @@ def speed(videos: int, seconds: float) -> str:
     return f"{rate:.1f} videos/s" if rate >= 1 else f"{seconds / videos:.1f} s/video"
 
 
+MIN_SHORT_SIDE = 16  # pixels: a smaller video holds no crop a model can use
+# each numeric flag's range, checked as it is parsed: a nonsense value is refused before any work
+VALUE_TYPES = {"scene_frames": integer(1, 1000), "det_conf": number(0, 1), "det_imgsz": integer(32, 4096),
+               "det_stride": integer(1), "gop": integer(1, 1000), "short_side": integer(0, 4096),
+               "fps": number(0, 240),  # 0 keeps the source rate; above 240 a 10-s clip becomes thousands of frames
+               "shard_size": integer(1), "limit": integer(0), "fold": integer(1, 3), "workers": integer(1)}
+
+
 def parse_args(argv: list[str] | None) -> PrepConfig:
     defaults = PrepConfig("", "", "")
-    p = argparse.ArgumentParser(prog="prep-shards", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="prep-shards", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--dataset", required=True, choices=list(ADAPTERS), help="the dataset adapter (prep/datasets.py)")
     p.add_argument("--root", required=True, help="the raw dataset folder")
     p.add_argument("--out", required=True, help="the shard folder to write")
@@ -310,12 +321,14 @@ def parse_args(argv: list[str] | None) -> PrepConfig:
                  "fps", "shard_size", "limit", "annotations", "fold", "workers", "device"):
         value = getattr(defaults, name)
         kwargs = {"choices": ["vp9", "h264", "mjpeg"]} if name == "codec" else {}
-        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value, **kwargs)
+        p.add_argument("--" + name.replace("_", "-"), type=VALUE_TYPES.get(name, type(value)), default=value, **kwargs)
     p.add_argument("--det-classes", default="", help="the detector classes that are people, as ids or names, "
                    "comma-separated (e.g. 0,1 or Normal,Fall); default: the class named 'person'")
     p.add_argument("--strict", action="store_true",
                    help="exit 1 if an input is broken or decodes only in part (missing videos do not count)")
     p.add_argument("--strict-missing", action="store_true", help="exit 1 if a listed video is absent on disk")
+    p.add_argument("--trust-detector", action="store_true",
+                   help="load --detector without checking its pickle (a .pt file can run code): only files you trust")
     a = p.parse_args(argv)
     synth = a.dataset in SYNTH
     for flag in ("detector", "scene_model"):
@@ -333,12 +346,13 @@ def parse_args(argv: list[str] | None) -> PrepConfig:
         p.error(f"--det-classes needs a YOLO --detector, not {a.detector!r}")
     if a.scene_categories and not Path(a.scene_categories).is_file():
         p.error(f"--scene-categories {a.scene_categories}: no such file")
-    if a.shard_size < 1 or a.workers < 1 or a.det_stride < 1 or a.gop < 1 or a.limit < 0 or a.fps < 0:
-        p.error("--shard-size, --workers, --det-stride and --gop must be >= 1; --limit and --fps >= 0")
+    if 0 < a.short_side < MIN_SHORT_SIDE or a.short_side % 2:
+        p.error(f"argument --short-side: must be even and at least {MIN_SHORT_SIDE} (or 0: keep the source size), "
+                f"not {a.short_side}")
     return PrepConfig(dataset=a.dataset, root=str(Path(a.root).resolve()), out=str(Path(a.out).resolve()),
                       splits=[s for s in a.split.split(",") if s], detector=a.detector, scene_model=a.scene_model,
                       scene_categories=a.scene_categories, det_classes=a.det_classes, strict=a.strict,
-                      strict_missing=a.strict_missing,
+                      strict_missing=a.strict_missing, trust_detector=a.trust_detector,
                       **{n: getattr(a, n) for n in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride",
                                                     "codec", "gop", "short_side", "fps", "shard_size", "limit",
                                                     "annotations", "fold", "workers", "device")})
@@ -358,6 +372,7 @@ def dataset_options(cfg: PrepConfig) -> dict:
     return {"annotations": cfg.annotations} if cfg.annotations and cfg.dataset not in SYNTH else {}
 
 
+@entry_point("prep-shards")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     try:

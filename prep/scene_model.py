@@ -13,6 +13,8 @@ sampled uint8 frames cross the bus.
 from __future__ import annotations
 
 import hashlib
+import pickle
+import re
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,7 +47,9 @@ def torch_load_py2(path: str | Path, weights_only: bool = True):
     how string opcodes are decoded, not which objects may be built.
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
+        with warnings.catch_warnings():  # a bare pickle of protocol 4 is refused anyway, without a warning first
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
     except UnicodeDecodeError:
         with warnings.catch_warnings():
             # torch warns that pickle args are ignored with weights_only; encoding is in fact used
@@ -88,9 +92,13 @@ def load_places365(path: str | Path, arch: str = "resnet50", device: str | torch
                              "places2.csail.mit.edu/models_places365/ (or give a timm state dict)")
     try:
         checkpoint = torch_load_py2(path, weights_only=not allow_pickle)
-    except Exception as e:  # UnpicklingError for refused globals; anything else is a damaged file
-        hint = " (if you trust the file, load it with allow_pickle=True)" if not allow_pickle else ""
-        raise ModelFileError(f"cannot read {path}: {type(e).__name__}: {str(e).splitlines()[0]}{hint}") from e
+    except pickle.UnpicklingError as e:  # a global the safe loader refuses: the file is not plain weights
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = found.group(1) if found else "objects other than tensors"
+        raise ModelFileError(f"cannot read {path}: it pickles {what}, so it is refused unread (unpickling can run "
+                             "code); give a file of tensors only, e.g. torch.save(model.state_dict(), PATH)") from None
+    except Exception as e:  # a damaged or foreign file
+        raise ModelFileError(f"cannot read {path}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
     model = timm.create_model(arch, pretrained=False, num_classes=NUM_SCENES)
     try:
         model.load_state_dict(places365_state_dict(checkpoint), strict=True)

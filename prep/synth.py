@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from shards.cli import Parser, entry_point, integer, number
 from shards.video import encode_file
 
 from .synth_actor import ACTIONS, NOVEL_ACTIONS, Motion, draw_capsules, dof_tracks, mask_box, random_look, skeleton
@@ -210,33 +211,28 @@ class _Serial:
         return map(fn, items)
 
 
+@entry_point("prep-synth")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="prep-synth", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="prep-synth", description=__doc__.split("\n\n")[0],
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, type=Path, help="output folder (the raw dataset root)")
-    p.add_argument("--train", type=int, default=1000, help="videos in train (biased)")
-    p.add_argument("--val", type=int, default=200, help="videos in val (biased like train)")
-    p.add_argument("--test", type=int, default=500, help="videos in test (unbiased)")
-    p.add_argument("--novel-train", type=int, default=250, help="videos in novel_train")
-    p.add_argument("--novel-test", type=int, default=250, help="videos in novel_test")
-    p.add_argument("--bias", type=float, default=0.9, help="probability that an action is in its home scene")
-    p.add_argument("--frames", type=int, default=32, help="frames per video")
-    p.add_argument("--size", type=int, default=64, help="frame height and width, pixels (even)")
+    p.add_argument("--train", type=integer(0), default=1000, help="videos in train (biased)")
+    p.add_argument("--val", type=integer(0), default=200, help="videos in val (biased like train)")
+    p.add_argument("--test", type=integer(0), default=500, help="videos in test (unbiased)")
+    p.add_argument("--novel-train", type=integer(0), default=250, help="videos in novel_train")
+    p.add_argument("--novel-test", type=integer(0), default=250, help="videos in novel_test")
+    p.add_argument("--bias", type=number(0, 1), default=0.9, help="probability that an action is in its home scene")
+    p.add_argument("--frames", type=integer(1, 10_000), default=32, help="frames per video")
+    p.add_argument("--size", type=integer(16, 1024), default=64, help="frame height and width, pixels (even)")
     p.add_argument("--difficulty", choices=sorted(DIFFICULTIES), default="easy")
     p.add_argument("--codec", choices=["h264", "vp9"], default="h264", help="h264 -> .mp4 (as Kinetics), vp9 -> .webm")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--seed", type=integer(0), default=0)
+    p.add_argument("--workers", type=integer(1), default=os.cpu_count() or 1)
     args = p.parse_args(argv)
-    if not 0 <= args.bias <= 1:
-        p.error(f"--bias {args.bias} is not in [0, 1]")
-    if args.size < 16 or args.size % 2:
-        p.error(f"--size {args.size} must be even and at least 16")
-    if args.frames < 1:
-        p.error("--frames must be at least 1")
+    if args.size % 2:
+        p.error(f"--size {args.size} must be even")
     counts = {"train": args.train, "val": args.val, "test": args.test,
               "novel_train": args.novel_train, "novel_test": args.novel_test}
-    if any(n < 0 for n in counts.values()):
-        p.error("video counts must not be negative")
     truth = generate(args.out, counts, args.bias, args.frames, args.size, args.seed, args.difficulty,
                      max(1, args.workers), args.codec)
     total = sum(len(v) for v in truth.values())

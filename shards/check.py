@@ -1,20 +1,24 @@
 """shards-check DIR: validate a shard directory against its manifest.
 
-Prints a summary per split; every problem is one line "error: ..."; exits 1 when there is any,
-2 on bad usage. Structural checks by default; --decode also decodes every video and checks its
-frame count and size against the boxes and metadata (slow at Kinetics scale).
+Prints a summary per split; every problem is one line "error: ..." (among them every tar member
+that is not a regular file named <key>.<ext>: `../x`, `/abs/x`, links and folders escape on
+extraction); exits 1 when there is any, 2 on bad usage. Structural checks by default; --decode
+also decodes every video and checks its frame count and size against the boxes and metadata
+(slow at Kinetics scale).
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .format import BOX_ROW, META_FIELDS, ShardFormatError, boxes_to_raw, decode_members
+from .cli import Parser, entry_point
+from .format import (BOX_ROW, BOXES_RAW, META_FIELDS, ShardFormatError, boxes_to_raw, check_member,
+                     decode_members)
 from .index import index_from_tar, parse_index
 from .manifest import read_manifest
 from .reader import iter_tar
@@ -28,27 +32,25 @@ def check_sample(key: str, members: dict[str, bytes], num_classes: int, decode: 
     """Problems of one sample, each a short phrase (empty when the sample is valid)."""
     try:
         s = decode_members(key, members)
-    except (ShardFormatError, ValueError, UnicodeDecodeError) as err:
+    except ShardFormatError as err:
         return [str(err)]
-    problems = []
     meta, scene, boxes = s["meta"], s["scene"], s["boxes"]
-    missing = [f for f in META_FIELDS if f not in meta]
-    if missing:
-        problems.append(f"metadata lacks {missing}")
+    problems = _check_meta(meta)
     if meta.get("id") != key:
-        problems.append(f"metadata id {meta.get('id')!r} differs from the key")
+        problems.append(f"metadata id {_short(meta.get('id'))} differs from the key")
     if not 0 <= s["label"] < num_classes:
         problems.append(f"label {s['label']} outside [0, {num_classes})")
     if not np.isfinite(scene).all():
         problems.append("scene label holds NaN or inf")
     elif (scene < 0).any() or abs(float(scene.sum()) - 1) > SCENE_SUM_TOL:
         problems.append(f"scene label is not a distribution (min {scene.min():.3g}, sum {scene.sum():.6f})")
-    if not isinstance(boxes, list) or meta.get("frames") != len(boxes):
-        problems.append(f"boxes cover {len(boxes) if isinstance(boxes, list) else '?'} frames, "
-                        f"metadata says {meta.get('frames')}")
+    if not isinstance(boxes, list):
+        problems.append(f"boxes.msgpack holds {_short(boxes)} ({type(boxes).__name__}), not a list per frame")
     else:
         problems += _check_boxes(boxes)
-        if not problems and boxes_to_raw(boxes) != members["boxes.f32"]:
+        if _count(meta.get("frames")) and meta["frames"] != len(boxes):
+            problems.append(f"boxes cover {len(boxes)} frames, metadata says {meta['frames']}")
+        if not problems and boxes_to_raw(boxes) != members[BOXES_RAW]:
             problems.append("boxes.f32 disagrees with boxes.msgpack")
     if not problems:
         problems += _check_segments(s["video_bytes"], meta)
@@ -62,6 +64,23 @@ def check_sample(key: str, members: dict[str, bytes], num_classes: int, decode: 
             problems.append(f"video decodes to {video.shape}, metadata says {shape}")
         else:
             problems += _decode_segments(s["video_bytes"], meta, video)
+    return problems
+
+
+def _check_meta(meta: dict) -> list[str]:
+    """The metadata fields and their types (a string "32" is not a frame count)."""
+    missing = [f for f in META_FIELDS if f not in meta]
+    problems = [f"metadata lacks {missing}"] if missing else []
+    for field in ("frames", "width", "height"):
+        if field in meta and not _count(meta[field]):
+            problems.append(f"metadata {field} is {_short(meta[field])} ({type(meta[field]).__name__}), "
+                            "not a whole number >= 1")
+    fps = meta.get("fps", 1)
+    if not (_number(fps) and fps > 0):
+        problems.append(f"metadata fps is {_short(fps)} ({type(fps).__name__}), not a positive number")
+    for field in ("id", "label_name", "split", "codec"):
+        if field in meta and not isinstance(meta[field], str):
+            problems.append(f"metadata {field} is {_short(meta[field])} ({type(meta[field]).__name__}), not a string")
     return problems
 
 
@@ -103,13 +122,44 @@ def _decode_segments(data: bytes, meta: dict, video: np.ndarray) -> list[str]:
 
 def _check_boxes(boxes: list) -> list[str]:
     for t, frame in enumerate(boxes):
+        if not isinstance(frame, list):
+            return [f"frame {t}: {_short(frame)} ({type(frame).__name__}) is not a list of boxes"]
         for box in frame:
-            if len(box) != len(BOX_ROW) - 1 or not all(isinstance(v, float | int) and math.isfinite(v) for v in box):
-                return [f"frame {t}: box {box} is not 5 finite numbers"]
+            if not isinstance(box, list) or len(box) != len(BOX_ROW) - 1 or not all(map(_number, box)):
+                return [f"frame {t}: box {_short(box)} is not 5 finite numbers"]
             x1, y1, x2, y2, score = box
             if not (0 <= x1 <= x2 <= 1 and 0 <= y1 <= y2 <= 1 and 0 <= score <= 1):
                 return [f"frame {t}: box {[round(v, 4) for v in box]} outside [0, 1] or inverted"]
     return []
+
+
+def _number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _short(value, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _member_problems(tar: Path) -> list[str]:
+    """One line per member the reader would refuse: not a regular file named <key>.<ext> at the
+    top level (paths like ../x escape on extraction, and so do links)."""
+    problems = []
+    try:
+        with tarfile.open(tar, "r:") as t:
+            for info in t:
+                try:
+                    check_member(info)
+                except ShardFormatError as err:
+                    problems.append(str(err))
+    except (tarfile.TarError, EOFError, OSError):
+        pass  # an unreadable tar is reported when its samples are read
+    return problems
 
 
 def check_dir(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], list[str]]:
@@ -137,6 +187,10 @@ def check_dir(shards_dir: str | Path, decode: bool = False) -> tuple[list[str], 
                                 f"{shard['bytes']} (truncated or rewritten)")
             elif file_sha256(tar) != shard["sha256"]:
                 problems.append(f"{where}: sha256 differs from the manifest (corrupt or rewritten)")
+            unsafe = _member_problems(tar)
+            if unsafe:  # the reader and the loaders refuse this shard: its samples are not read
+                problems += [f"{where}: {p}" for p in unsafe]
+                continue
             count = 0
             try:
                 for key, members in iter_tar(tar):
@@ -176,8 +230,9 @@ def _check_index(tar: Path, idx: Path, name: str) -> list[str]:
     return []
 
 
+@entry_point("shards-check")
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shards-check", description=__doc__.splitlines()[0])
+    parser = Parser(prog="shards-check", description=__doc__.splitlines()[0])
     parser.add_argument("shards_dir", help="directory holding manifest.json and the shards")
     parser.add_argument("--decode", action="store_true",
                         help="also decode every video and check frames and size")

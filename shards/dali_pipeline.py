@@ -19,6 +19,7 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
+from .format import ShardFormatError
 from .loader import params_of
 from .masking import MEAN, STD
 
@@ -69,5 +70,13 @@ class DaliDecoder:
             return
         iterator = DALIGenericIterator([self._pipeline()], ["clip", "means"], auto_reset=False,
                                        last_batch_policy=LastBatchPolicy.PARTIAL, prepare_first_batch=False)
-        for out in iterator:
+        for items in plan:
+            try:
+                out = next(iterator)
+            except StopIteration:
+                return
+            except RuntimeError as err:  # a decoder error inside the graph: name the batch it came from
+                first = " ".join(str(err).split("\n")[0].split())[:200]
+                raise ShardFormatError(f"DALI could not decode a video of the batch of "
+                                       f"{', '.join(index.where(s) for s, _ in items)}: {first}") from None
             yield out[0]["clip"], out[0]["means"]

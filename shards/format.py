@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import tarfile
 from dataclasses import dataclass, field
 
 import msgpack
@@ -41,6 +42,8 @@ META_FIELDS = ("id", "label_name", "split", "fps", "frames", "width", "height", 
 
 # webdataset splits a member name at the first dot of its base name: keys must have none.
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
+# A member is `<key>.<ext>` at the top level of the tar; the extension may hold dots.
+MEMBER_RE = re.compile(r"^([A-Za-z0-9_\-]{1,120})\.([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)$")
 
 
 class ShardFormatError(ValueError):
@@ -66,6 +69,29 @@ def check_key(key: str) -> str:
             f"sample key {key!r} is not usable: keys are 1-120 characters of [A-Za-z0-9_-] "
             "(no dots: webdataset splits member names at the first dot)")
     return key
+
+
+def member_key(name: str) -> tuple[str, str]:
+    """`<key>.<ext>` -> (key, ext): the one rule that splits a tar member name (webdataset's: the
+    key ends at the first dot). Any other name is refused, paths above all: `tarfile.extractall`
+    would write `../x`, `/abs/x` or `a/../../b` outside the folder it extracts into."""
+    m = MEMBER_RE.match(name)
+    if m:
+        return m.group(1), m.group(2)
+    parts = name.split("/")
+    why = ("an absolute path" if name.startswith("/") else "a path out of the folder" if ".." in parts
+           else "a path inside a folder" if len(parts) > 1 else "not <key>.<ext> with a key of [A-Za-z0-9_-]")
+    raise ShardFormatError(f"member {name!r} is {why}; shards hold only <key>.<ext> files at their top level")
+
+
+def check_member(info: tarfile.TarInfo) -> tuple[str, str]:
+    """(key, ext) of a tar member that can belong to a sample: a regular file with a valid name.
+    Links, directories and devices are refused (a symlink or hard link escapes on extraction)."""
+    if not info.isreg():
+        kind = ("a symlink" if info.issym() else "a hard link" if info.islnk() else "a directory" if info.isdir()
+                else "a device or fifo")
+        raise ShardFormatError(f"member {info.name!r} is {kind}; shards hold only regular files")
+    return member_key(info.name)
 
 
 def boxes_to_raw(boxes: list) -> bytes:
@@ -123,17 +149,33 @@ def decode_members(key: str, members: dict[str, bytes]) -> dict:
     missing = [m for m in DATA_MEMBERS if m not in members]
     if missing:
         raise ShardFormatError(f"sample {key} lacks member(s) {', '.join(missing)}")
-    ext, video = video_member(members)
-    scene = np.frombuffer(members[SCENE], dtype="<f4")
+    try:
+        ext, video = video_member(members)
+    except ShardFormatError as err:
+        raise ShardFormatError(f"sample {key}: {err}") from None
+    scene = _parse(key, SCENE, lambda data: np.frombuffer(data, dtype="<f4"), members[SCENE])
     if scene.shape != (NUM_SCENES,):
         raise ShardFormatError(f"sample {key}: scene.f32 holds {scene.size} floats, not 365")
+    meta = _parse(key, META, json.loads, members[META])
+    if not isinstance(meta, dict):
+        raise ShardFormatError(f"sample {key}: {META} holds a JSON {type(meta).__name__}, not an object")
     return {
         "key": key,
         "video_bytes": video,
         "codec": VIDEO_EXTS[ext],
-        "boxes": msgpack.unpackb(members[BOXES]),
-        "boxes_raw": raw_to_rows(members[BOXES_RAW]),
+        "boxes": _parse(key, BOXES, msgpack.unpackb, members[BOXES]),
+        "boxes_raw": _parse(key, BOXES_RAW, raw_to_rows, members[BOXES_RAW]),
         "scene": scene.astype(np.float32),
-        "label": int(members[LABEL].decode()),
-        "meta": json.loads(members[META]),
+        "label": _parse(key, LABEL, lambda data: int(data.decode("ascii")), members[LABEL]),
+        "meta": meta,
     }
+
+
+def _parse(key: str, member: str, parse, data: bytes):
+    """parse(data), or one ShardFormatError naming the sample and the member: garbage makes json,
+    msgpack and int() raise many kinds of error, some of them without a message."""
+    try:
+        return parse(data)
+    except Exception as err:
+        detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+        raise ShardFormatError(f"sample {key}: {member} is unreadable ({detail})") from None

@@ -24,7 +24,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from .masking import box_rects, masked_copy, normalise, pad_rects
 from .sampling import MaskFilter, SplitIndex, clip_params, epoch_batches
+from .format import ShardFormatError
 from .video import decode_frames
+from .workers import tied_to_this_process
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class ClipLoader:
     def __init__(self, index: SplitIndex, cfg: LoaderConfig, decoder, device: torch.device):
         self.index, self.cfg, self.decoder, self.device = index, cfg, decoder, device
         self.epoch, self.start_batch = 0, 0
+        self.skipped_clips: list[tuple[str, str]] = []  # (shard: key, why), with skip_bad: damage found reading a clip
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         self.epoch, self.start_batch = epoch, start_batch
@@ -79,6 +82,8 @@ class ClipLoader:
     def run(self, plan: list[list[tuple[int, int]]]):
         """The batches of `plan`, lists of (sample, clip) pairs of the current epoch: what iterating
         yields for the epoch's own plan (benchmarks pass others, e.g. one window position only)."""
+        if self.index.skip_bad:
+            plan = [kept for kept in map(self._intact, plan) if kept]
         for items, (clip, means) in zip(plan, self.decoder.run(self.index, self.cfg, self.epoch, plan)):
             described = [describe(self.index, self.cfg, self.epoch, s, k) for s, k in items]
             means = means.to(self.device, non_blocking=True)
@@ -95,6 +100,22 @@ class ClipLoader:
                 "sample": torch.tensor([s for s, _ in items]),
                 "clip_index": torch.tensor([k for _, k in items]),
             }
+
+
+    def _intact(self, items: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """The items of a batch whose video records are whole (skip_bad): the others are left out
+        of this batch (it gets smaller, the plan stays the same) and counted in skipped_clips. An
+        evaluation batch may go altogether; a training batch may not (a resumed run counts them)."""
+        kept = []
+        for s, k in items:
+            try:
+                self.index.clip_stream(s, params_of(self.index, self.cfg, self.epoch, s, k).frames)
+                kept.append((s, k))
+            except ShardFormatError as err:
+                self.skipped_clips.append((self.index.where(s), str(err).partition(": ")[2].partition(": ")[2]))
+        if not kept and self.cfg.train:
+            raise ShardFormatError(f"every clip of a batch is damaged ({', '.join(self.index.where(s) for s, _ in items)})")
+        return kept
 
 
 def params_of(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip: int):
@@ -125,14 +146,24 @@ class _DecodeDataset(Dataset):
     def __getitem__(self, item: tuple[int, int, int]):
         sample, clip, epoch = item
         p = params_of(self.index, self.cfg, epoch, sample, clip)
-        frames = decode_frames(*self.index.clip_stream(sample, p.frames))
+        try:
+            stream, within = self.index.clip_stream(sample, p.frames)
+            frames = decode_frames(stream, within)
+        except ShardFormatError as err:  # handed to the main process as a message: no worker traceback
+            message = str(err) if str(err).startswith(self.index.where(sample)) else f"{self.index.where(sample)}: {err}"
+            return DecodeFailure(message), None
         means = frames.reshape(len(frames), -1, 3).mean(axis=1, dtype=np.float64).astype(np.float32)
         crop = frames[:, p.y0:p.y0 + self.cfg.size, p.x0:p.x0 + self.cfg.size]
         return torch.from_numpy(np.ascontiguousarray(crop)), torch.from_numpy(means)
 
 
+class DecodeFailure(str):
+    """A worker's ShardFormatError message, in place of a clip."""
+
+
 def _stack(batch):
-    return tuple(torch.stack(x) for x in zip(*batch))
+    failed = [clip for clip, _ in batch if isinstance(clip, DecodeFailure)]
+    return failed[0] if failed else tuple(torch.stack(x) for x in zip(*batch))
 
 
 class _EpochPlan:
@@ -170,10 +201,13 @@ class TorchDecoder:
             self._loader = DataLoader(_DecodeDataset(index, cfg), batch_sampler=self._plan, num_workers=self.num_workers,
                                       collate_fn=_stack, pin_memory=self.device.type == "cuda",
                                       multiprocessing_context="forkserver" if self.num_workers else None,
-                                      persistent_workers=self.num_workers > 0)
+                                      persistent_workers=self.num_workers > 0, worker_init_fn=tied_to_this_process())
             self._source = (id(index), cfg)
         self._plan.batches = [[(s, k, epoch) for s, k in batch] for batch in plan]
-        for items, (frames, means) in zip(plan, self._loader):
+        for items, stacked in zip(plan, self._loader):
+            if isinstance(stacked, DecodeFailure):
+                raise ShardFormatError(stacked)
+            frames, means = stacked
             flips = torch.tensor([params_of(index, cfg, epoch, s, k).flip for s, k in items], device=self.device)
             yield normalise(frames.to(self.device, non_blocking=True), flips), means
 
@@ -182,16 +216,18 @@ def build_loader(shards_dir, split: str, *, backend: str = "dali", batch_size: i
                  size: int = 112, stride: int = 1, train: bool = True, device: str = "cuda", seed: int = 0,
                  rank: int = 0, world_size: int = 1, num_threads: int = 4, clips: int = 1,
                  mask_threshold: float = 0.3, mask_dilate: float = 0.0, mask_shape: str = "box",
-                 mask_filter: MaskFilter = MaskFilter()) -> ClipLoader:
+                 mask_filter: MaskFilter = MaskFilter(), skip_bad: bool = False) -> ClipLoader:
     """Batches of one split for one rank; see the module docstring. `num_threads` is DALI's
-    thread count or the torch backend's DataLoader worker count."""
+    thread count or the torch backend's DataLoader worker count. A damaged sample stops the
+    loader with a message naming its shard and key; skip_bad=True leaves it out instead and
+    counts it (`index.skipped` at start, `skipped_clips` for damage found reading a clip)."""
     cfg = LoaderConfig(batch_size, frames, size, stride, train, clips, seed, rank, world_size,
                        mask_threshold, mask_dilate, mask_shape)
     if mask_shape not in ("box", "tube"):
         raise ValueError(f"mask_shape must be 'box' or 'tube', not {mask_shape!r}")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} outside world size {world_size}")
-    index = SplitIndex(shards_dir, split, mask_filter)
+    index = SplitIndex(shards_dir, split, mask_filter, skip_bad)
     small = [(m["height"], m["width"]) for m in index.meta if min(m["height"], m["width"]) < size]
     if small:
         raise ValueError(f"{split} holds frames of {small[0][0]}x{small[0][1]}, smaller than size={size}: "

@@ -5,6 +5,7 @@
   "dataset": "synth", "codec": "vp9",
   "classes": [action names, index order], "scene_classes": [365 Places365 names],
   "splits": {"train": {"samples": N, "shards": [{"tar", "index", "samples", "bytes", "sha256"}]}},
+             (tar and index: file names beside manifest.json, never paths)
   "provenance": {how boxes and scene labels were made: detector, scene model, thresholds, versions},
   "failed": [{"split", "key", "input", "reason"}]
 }
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, NUM_SCENES, ShardFormatError
@@ -62,7 +64,48 @@ def read_manifest(shards_dir: str | Path) -> dict:
     for field in ("dataset", "codec", "classes", "scene_classes", "splits"):
         if field not in manifest:
             raise ShardFormatError(f"{path} lacks the field {field!r}: {REBUILD_HINT}")
+    problem = _layout_problem(manifest)
+    if problem:
+        raise ShardFormatError(f"{path}: {problem}: {REBUILD_HINT}")
     return manifest
+
+
+# shard files lie beside the manifest: a plain file name, never a path (`../x`, `/abs/x`)
+SHARD_FILE_RE = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
+SHARD_FIELDS = {"tar": str, "index": str, "samples": int, "bytes": int, "sha256": str}
+
+
+def _layout_problem(manifest: dict) -> str | None:
+    """What is wrong with the types readers rely on (every reader indexes into these), or None."""
+    def names(value, count=None):
+        return isinstance(value, list) and all(isinstance(v, str) for v in value) and len(value) == (count or len(value))
+    if not names(manifest["classes"]) or not manifest["classes"]:
+        return "'classes' is not a list of action names"
+    if not names(manifest["scene_classes"], NUM_SCENES):
+        return f"'scene_classes' is not a list of {NUM_SCENES} names"
+    if not isinstance(manifest["splits"], dict):
+        return "'splits' is not an object of split names"
+    for split, entry in manifest["splits"].items():
+        if not isinstance(entry, dict) or not _whole(entry.get("samples")) or not isinstance(entry.get("shards"), list):
+            return f"split {split!r} is not {{samples: a count, shards: a list}}"
+        for i, shard in enumerate(entry["shards"]):
+            if not isinstance(shard, dict):
+                return f"split {split!r}: shard {i} is not an object"
+            for field, kind in SHARD_FIELDS.items():
+                value = shard.get(field)
+                if not isinstance(value, kind) or (kind is int and not _whole(value)):
+                    return f"split {split!r}: shard {i} lacks {field!r} or it is not a {kind.__name__}"
+            for field in ("tar", "index"):
+                if not SHARD_FILE_RE.match(shard[field]):
+                    return (f"split {split!r}: shard {i}: {field} {shard[field]!r} is not a file name beside the "
+                            "manifest (a path would read outside the shard folder)")
+    if not isinstance(manifest.get("failed", []), list):
+        return "'failed' is not a list"
+    return None
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def split_entry(manifest: dict, split: str) -> dict:

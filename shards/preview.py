@@ -7,16 +7,16 @@ drawn in red, then the same frames as the masked pass sees them. People check da
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .format import ShardFormatError
-from .loader import build_loader
+from .cli import USAGE, Parser, entry_point, integer, one_line
+from .loader import build_loader, describe
 from .masking import MEAN, STD
+from .sampling import SplitIndex
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
@@ -47,38 +47,34 @@ def render(batch: dict, rects: list[np.ndarray], classes: list[str], show: int, 
     return sheet
 
 
+@entry_point("shards-preview")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="shards-preview", description=__doc__.splitlines()[0])
+    p = Parser(prog="shards-preview", description=__doc__.splitlines()[0])
     p.add_argument("--shards", required=True)
     p.add_argument("--split", default="train")
     p.add_argument("--backend", choices=["dali", "torch"], default="torch")
-    p.add_argument("--n", type=int, default=8, help="clips")
-    p.add_argument("--frames", type=int, default=16)
-    p.add_argument("--size", type=int, default=0, help="crop side; 0 = the stored frames' short side")
-    p.add_argument("--show", type=int, default=4, help="frames shown per clip")
-    p.add_argument("--scale", type=int, default=2, help="pixel zoom")
+    p.add_argument("--n", type=integer(1), default=8, help="clips")
+    p.add_argument("--frames", type=integer(1), default=16)
+    p.add_argument("--size", type=integer(0), default=0, help="crop side; 0 = the stored frames' short side")
+    p.add_argument("--show", type=integer(1), default=4, help="frames shown per clip")
+    p.add_argument("--scale", type=integer(1, 16), default=2, help="pixel zoom")
     p.add_argument("--mask-shape", choices=["box", "tube"], default="box")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--out", default="preview.png")
     a = p.parse_args(argv)
-    try:
-        from .manifest import read_manifest, split_entry
-        manifest = read_manifest(a.shards)
-        split_entry(manifest, a.split)
-        size = a.size
-        if not size:
-            from .sampling import SplitIndex
-            index = SplitIndex(a.shards, a.split)
-            size = min(min(m["height"], m["width"]) for m in index.meta)
+    if a.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but no CUDA device is visible (use --device cpu)")
+    try:  # shards or a split that cannot be shown are a usage error here (exit 2); later errors exit 1
+        size = a.size or min(min(m["height"], m["width"]) for m in SplitIndex(a.shards, a.split).meta)
         loader = build_loader(a.shards, a.split, backend=a.backend, batch_size=a.n, frames=a.frames, size=size,
                               train=False, device=a.device, mask_shape=a.mask_shape, num_threads=2)
-    except (ShardFormatError, ValueError) as err:
-        print(f"shards-preview: error: {err}", file=sys.stderr)
-        return 2
-    from .loader import describe
+    except ValueError as err:  # ShardFormatError included
+        print(f"shards-preview: error: {one_line(err)}", file=sys.stderr)
+        return USAGE
     batch = next(iter(loader))
-    rects = [describe(loader.index, loader.cfg, 0, s, k)["rects"] for s, k in zip(batch["sample"].tolist(), batch["clip_index"].tolist())]
-    render(batch, rects, manifest["classes"], a.show, a.scale).save(a.out)
+    rects = [describe(loader.index, loader.cfg, 0, s, k)["rects"]
+             for s, k in zip(batch["sample"].tolist(), batch["clip_index"].tolist())]
+    render(batch, rects, loader.index.manifest["classes"], a.show, a.scale).save(a.out)
     print(f"shards-preview: {len(batch['key'])} clips of {a.split} -> {a.out}")
     return 0
 

@@ -1,12 +1,17 @@
-"""The reference reader: shards -> plain dicts, written for clarity, not speed."""
+"""The reference reader: shards -> plain dicts, written for clarity, not speed.
+
+Every error is a ShardFormatError naming the shard and, where there is one, the sample: a
+member that is not a regular file named <key>.<ext> (a path such as `../x` or a symlink, which
+would escape on extraction), a truncated tar, a member that does not decode.
+"""
 from __future__ import annotations
 
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .format import ShardFormatError, decode_members
-from .manifest import read_manifest, shard_files
+from .format import ShardFormatError, check_member, decode_members
+from .manifest import read_manifest, shard_files, split_entry
 from .video import decode_video
 
 
@@ -16,18 +21,19 @@ def iter_tar(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
     try:
         with tarfile.open(path, "r:") as tar:
             for info in tar:
-                if not info.isfile():
-                    continue
-                base, _, ext = info.name.rpartition("/")[2].partition(".")
+                base, ext = check_member(info)
                 if base != key:
                     if key is not None:
                         yield key, members
                     key, members = base, {}
                 if ext in members:
-                    raise ShardFormatError(f"{path}: member {info.name} appears twice")
+                    raise ShardFormatError(f"member {info.name} appears twice")
                 members[ext] = tar.extractfile(info).read()
+    except ShardFormatError as err:
+        raise ShardFormatError(f"{path}: {err}") from None
     except (tarfile.TarError, EOFError, OSError) as err:
-        raise ShardFormatError(f"{path}: unreadable tar ({err}); re-run prep-shards for it") from None
+        where = f" in or after sample {key}" if key is not None else ""
+        raise ShardFormatError(f"{path}: truncated or unreadable tar{where} ({err}); re-run prep-shards for it") from None
     if key is not None:
         yield key, members
 
@@ -40,9 +46,23 @@ def iter_samples(shards_dir: str | Path, split: str, decode: bool = True) -> Ite
     scene (float32[365]), label (int), meta (dict).
     """
     manifest = read_manifest(shards_dir)
-    for tar_path, _ in shard_files(shards_dir, manifest, split):
+    for entry, (tar_path, _) in zip(split_entry(manifest, split)["shards"], shard_files(shards_dir, manifest, split)):
+        size = tar_path.stat().st_size if tar_path.is_file() else None
+        if size != entry["bytes"]:  # a tar cut at a block boundary reads as a shorter, valid one
+            raise ShardFormatError(f"{tar_path}: {'missing' if size is None else f'{size} bytes'}, the manifest says "
+                                   f"{entry['bytes']} bytes (truncated or rewritten); re-run prep-shards for it")
+        count = 0
         for key, members in iter_tar(tar_path):
-            sample = decode_members(key, members)
+            try:
+                sample = decode_members(key, members)  # its errors name the sample
+            except ShardFormatError as err:
+                raise ShardFormatError(f"{tar_path}: {err}") from None
             if decode:
-                sample["video"] = decode_video(sample["video_bytes"])
+                try:
+                    sample["video"] = decode_video(sample["video_bytes"])
+                except ShardFormatError as err:
+                    raise ShardFormatError(f"{tar_path}: sample {key}: {err}") from None
+            count += 1
             yield sample
+        if count != entry["samples"]:
+            raise ShardFormatError(f"{tar_path}: holds {count} samples, the manifest says {entry['samples']}")

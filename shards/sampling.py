@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import BOX_ROW, LABEL, META, SCENE, BOXES_RAW, VIDEO_EXTS, ShardFormatError, raw_to_rows
+from .format import BOX_ROW, LABEL, META, NUM_SCENES, SCENE, BOXES_RAW, VIDEO_EXTS, ShardFormatError, raw_to_rows
 from .index import parse_index
 from .manifest import read_manifest, shard_files
-from .video import IVF_HEADER, clip_stream, segment_range
+from .video import IVF_HEADER, clip_stream, ivf_frames, segment_range
 
 
 @dataclass(frozen=True)
@@ -31,37 +31,110 @@ class MaskFilter:
     min_fraction: float = 0.7
 
 
-class SplitIndex:
-    """Every sample of a split: where its members are, its metadata and boxes (read once)."""
+SCENE_SUM_TOL = 1e-3  # a scene label sums to 1 within this (shards/FORMAT.md)
 
-    def __init__(self, shards_dir: str | Path, split: str, mask_filter: MaskFilter = MaskFilter()):
+
+def sample_problem(meta, label: int, scene: np.ndarray, rows: np.ndarray, video_size: int, num_classes: int) -> str:
+    """What makes a sample unusable for training, found without decoding ("" when nothing does):
+    the checks shards-check makes that a loader can afford for every sample at start."""
+    if not isinstance(meta, dict):
+        return f"metadata is a {type(meta).__name__}, not an object"
+    frames, segments = meta.get("frames"), meta.get("segments")
+    if not isinstance(frames, int) or isinstance(frames, bool) or frames < 1:
+        return f"metadata frames is {frames!r}, not a whole number >= 1"
+    for field in ("height", "width"):
+        if not isinstance(meta.get(field), int) or meta[field] < 2:
+            return f"metadata {field} is {meta.get(field)!r}, not a frame size"
+    if not 0 <= label < num_classes:
+        return f"label {label} outside [0, {num_classes}) (the manifest's classes)"
+    if not np.isfinite(scene).all():
+        return "scene label holds NaN or inf"
+    if (scene < 0).any() or abs(float(scene.sum()) - 1) > SCENE_SUM_TOL:
+        return f"scene label is not a distribution (min {scene.min():.3g}, sum {scene.sum():.6f})"
+    if not np.isfinite(rows).all() or (np.diff(rows[:, 0]) < 0).any() or ((rows[:, 0] < 0) | (rows[:, 0] >= frames)).any():
+        return "boxes.f32 holds non-finite values or frames out of order or range"
+    try:
+        table = np.asarray(segments, np.int64).reshape(-1, 2)
+    except (TypeError, ValueError):
+        return "metadata segments is not a list of [first frame, byte offset] pairs"
+    if (len(table) == 0 or tuple(table[0]) != (0, IVF_HEADER) or (np.diff(table, axis=0) <= 0).any()
+            or table[-1, 0] >= frames or table[-1, 1] >= video_size):
+        return f"metadata segments {segments!r:.80} do not fit a video of {frames} frames and {video_size} bytes"
+    return ""
+
+
+class SplitIndex:
+    """Every sample of a split: where its members are, its metadata and boxes (read once), each
+    sample checked (`sample_problem`). A damaged sample stops the loader with a message naming
+    its shard and key, or with skip_bad=True is left out of the split and listed in `skipped`."""
+
+    def __init__(self, shards_dir: str | Path, split: str, mask_filter: MaskFilter = MaskFilter(),
+                 skip_bad: bool = False):
         self.manifest = read_manifest(shards_dir)
         self.shards = shard_files(shards_dir, self.manifest, split)
-        self.split = split
-        self.locations: list[tuple[int, dict[str, tuple[int, int]]]] = []  # (shard number, ext -> (offset, size))
+        self.split, self.skip_bad = split, skip_bad
+        num_classes = len(self.manifest["classes"])
+        candidates = []  # (shard number, key from the index, ext -> (offset, size))
         for number, (tar, idx) in enumerate(self.shards):
             if not idx.is_file():
                 raise ShardFormatError(f"{idx} missing: re-run prep-shards (or shards-check {Path(shards_dir)})")
             for members in parse_index(idx):
-                self.locations.append((number, {ext: (off, size) for ext, off, size, _ in members}))
+                candidates.append((number, members[0][3].partition(".")[0],
+                                   {ext: (off, size) for ext, off, size, _ in members}))
         self._fds: dict[int, int] = {}
+        self.locations: list[tuple[int, dict[str, tuple[int, int]]]] = []  # (shard number, ext -> (offset, size))
         self.keys, self.meta, self.labels, self.boxes, self.segments = [], [], [], [], []
-        for i, (_, members) in enumerate(self.locations):
-            meta = json.loads(self.read(i, META))
-            self.keys.append(meta["id"])
+        self.skipped: list[tuple[str, str]] = []  # (shard: key, why), with skip_bad
+        hint = (f"shards-check {Path(shards_dir)} lists every damaged sample; re-run prep-shards for them, or "
+                "pass --skip-bad-samples to leave them out")
+        for number, key, members in candidates:
+            where = f"{self.shards[number][0].name}: {key}"
+            try:
+                meta, label, scene, rows, size = self._read_sample(number, members)
+                why = sample_problem(meta, label, scene, rows, size, num_classes)
+                if not why and meta.get("id") != key:
+                    why = f"metadata id {meta.get('id')!r} differs from the member names' key"
+            except (ShardFormatError, ValueError, UnicodeDecodeError, StopIteration) as err:
+                why = f"unreadable ({' '.join(str(err).split())[:160]})"
+            if why and not skip_bad:
+                raise ShardFormatError(f"{where}: {why} ({hint})")
+            if why:
+                self.skipped.append((where, why))
+                continue
+            self.locations.append((number, members))
+            self.keys.append(key)
             # (S, 2) int64 [first frame, byte offset]: a compact copy, 80K videos x 19 segments as
             # Python lists would hold ~100 MB in every loader process
             self.segments.append(np.asarray(meta.pop("segments"), np.int64).reshape(-1, 2))
             self.meta.append(meta)
-            self.labels.append(int(self.read(i, LABEL)))
-            rows = raw_to_rows(self.read(i, BOXES_RAW))
-            if (np.diff(rows[:, 0]) < 0).any():  # masking finds a frame's boxes by binary search
-                raise ShardFormatError(f"{self.shards[self.locations[i][0]][0].name}: {meta['id']}: boxes.f32 rows "
-                                       "are not ordered by frame (shards-check names the damage; re-run prep-shards)")
+            self.labels.append(label)
             self.boxes.append(rows)
         self.labels = np.asarray(self.labels, np.int64)
         self.frames = np.asarray([m["frames"] for m in self.meta], np.int64)
         self.mask_ok = np.asarray([self._has_people(i, mask_filter) for i in range(len(self))], bool)
+
+    def _read_sample(self, number: int, members: dict[str, tuple[int, int]]):
+        def read(ext: str) -> bytes:
+            if ext not in members:
+                raise ShardFormatError(f"no {ext} member")
+            offset, size = members[ext]
+            return self._pread(number, offset, size)
+        meta = json.loads(read(META))
+        scene = np.frombuffer(read(SCENE), dtype="<f4")
+        if scene.shape != (NUM_SCENES,):
+            raise ShardFormatError(f"scene.f32 holds {scene.size} floats, not {NUM_SCENES}")
+        video_size = next(size for ext, (_, size) in members.items() if ext in VIDEO_EXTS)
+        return meta, int(read(LABEL)), scene, raw_to_rows(read(BOXES_RAW)), video_size
+
+    def _pread(self, number: int, offset: int, size: int) -> bytes:
+        fd = self._fds.get(number)
+        if fd is None:
+            fd = self._fds[number] = os.open(self.shards[number][0], os.O_RDONLY)
+        data = os.pread(fd, size, offset)
+        if len(data) != size:
+            raise ShardFormatError(f"{self.shards[number][0].name} ends at byte {offset + len(data)}, inside a member "
+                                   "(a truncated shard: re-run prep-shards)")
+        return data
 
     def __len__(self) -> int:
         return len(self.locations)
@@ -74,20 +147,31 @@ class SplitIndex:
             ext = next(e for e in members if e in VIDEO_EXTS)
         offset, size = members[ext]
         end = size if end is None else end
-        fd = self._fds.get(number)
-        if fd is None:
-            fd = self._fds[number] = os.open(self.shards[number][0], os.O_RDONLY)
-        return os.pread(fd, end - start, offset + start)
+        return self._pread(number, offset + start, end - start)
 
     def clip_stream(self, i: int, frames: np.ndarray) -> tuple[bytes, np.ndarray]:
         """The video of sample i cut to the segments holding `frames` (decoded-frame numbers), as
-        a stream any of our decoders reads, and the frames' numbers within that stream."""
-        _, members = self.locations[i]
+        a stream any of our decoders reads, and the frames' numbers within that stream. The cut's
+        frame records are checked first (one per frame, numbered in order): damage there is named
+        with the shard and key instead of decoding to black or garbage frames."""
+        number, members = self.locations[i]
         size = next(s for e, (_, s) in members.items() if e in VIDEO_EXTS)
         start, end, first, count = segment_range(self.segments[i], int(self.frames[i]), size,
                                                  int(frames.min()), int(frames.max()))
-        stream = clip_stream(self.read(i, "video", 0, IVF_HEADER), self.read(i, "video", start, end), count)
-        return stream, frames - first
+        body = self.read(i, "video", start, end)
+        try:
+            intact = [pts for _, _, pts in ivf_frames(body, 0)] == list(range(first, first + count))
+        except ShardFormatError:
+            intact = False
+        if not intact:
+            raise ShardFormatError(f"{self.where(i)}: the video's frames {first}..{first + count - 1} are damaged "
+                                   "(their records do not follow the segment table; shards-check names every such "
+                                   "sample; re-run prep-shards)")
+        return clip_stream(self.read(i, "video", 0, IVF_HEADER), body, count), frames - first
+
+    def where(self, i: int) -> str:
+        """'<shard>: <key>' of sample i, for messages."""
+        return f"{self.shards[self.locations[i][0]][0].name}: {self.keys[i]}"
 
     def scene(self, i: int) -> np.ndarray:
         return np.frombuffer(self.read(i, SCENE), dtype="<f4").astype(np.float32)

@@ -150,11 +150,12 @@ def clip_stream(header: bytes, body: bytes, frames: int) -> bytes:
     return header[:24] + struct.pack("<I", frames) + header[28:] + body
 
 
-def ivf_frames(data: bytes) -> list[tuple[int, int, int]]:
-    """(byte offset, payload size, pts) of every frame record of an IVF stream."""
-    if len(data) < IVF_HEADER or data[:4] != b"DKIF":
+def ivf_frames(data: bytes, start: int = IVF_HEADER) -> list[tuple[int, int, int]]:
+    """(byte offset, payload size, pts) of every frame record of an IVF stream, or from `start`
+    on of records only (start=0: a cut of whole segments without the file header)."""
+    if start and (len(data) < IVF_HEADER or data[:4] != b"DKIF"):
         raise ShardFormatError("the video member is not an IVF stream")
-    records, offset = [], IVF_HEADER
+    records, offset = [], start
     while offset < len(data):
         if offset + IVF_FRAME_HEADER > len(data):
             raise ShardFormatError(f"IVF stream cut inside a frame header at byte {offset}")

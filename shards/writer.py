@@ -61,17 +61,25 @@ class ShardWriter:
         return len(self._index)
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._tar.close()
-        if exc_type is not None or not self._index:
-            # failed, or nothing to write (DALI cannot read an empty shard): leave no shard
-            self._tmp.unlink(missing_ok=True)
-            return
-        _fsync(self._tmp)
         idx_tmp = self.idx_path.with_name(self.idx_path.name + ".tmp")
-        idx_tmp.write_text(format_index(self._index))
-        _fsync(idx_tmp)
-        os.replace(idx_tmp, self.idx_path)
-        os.replace(self._tmp, self.tar_path)
+        finished = False
+        try:
+            self._tar.close()  # writes the tar's end blocks: fails too when the disk is full
+            if exc_type is None and self._index:  # else failed, or nothing to write (DALI cannot read an empty shard)
+                _fsync(self._tmp)
+                idx_tmp.write_text(format_index(self._index))
+                _fsync(idx_tmp)
+                os.replace(idx_tmp, self.idx_path)
+                os.replace(self._tmp, self.tar_path)
+                finished = True
+        except OSError:
+            if exc_type is None:
+                raise
+            # the block failed already (a full disk, say) and closing failed with it: report the first error only
+        finally:
+            if not finished:  # leave no shard and no temporary file
+                self._tmp.unlink(missing_ok=True)
+                idx_tmp.unlink(missing_ok=True)
 
     def info(self) -> dict:
         """The manifest entry of the finished shard."""

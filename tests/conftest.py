@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny shard set written with the real writer."""
 from __future__ import annotations
 
+import io
+import json
 import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +15,8 @@ os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(__file__).parent / ".yolo-config"))
 
 from shards import NUM_SCENES, Sample, ShardWriter, add_split, encode_video, new_manifest, write_manifest
+from shards.index import format_index, index_from_tar
+from shards.writer import file_sha256
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 CLASSES = ["wave", "jump", "clap"]
@@ -57,6 +62,34 @@ def write_tiny_set(out: Path, layout: dict[str, list[int]], seed: int = 0, codec
         add_split(manifest, split, infos)
     write_manifest(out, manifest)
     return manifest
+
+
+def rebuild_shard(shards: Path, tar_name: str, edit=lambda name, data: data, extra=(), keep_index: bool = False) -> None:
+    """Rewrite one shard through edit(name, data) -> data (None drops the member), append `extra`
+    (TarInfo, data) members, and refresh the manifest entry (and the index unless keep_index), so
+    that only the planted defect is wrong."""
+    path = shards / tar_name
+    with tarfile.open(path) as tar:
+        members = [(i.name, tar.extractfile(i).read()) for i in tar]
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            data = edit(name, data)
+            if data is not None:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        for info, data in extra:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    if not keep_index:
+        path.with_suffix(".idx").write_text(format_index(index_from_tar(path)))
+    edit_manifest(shards, lambda m: [s.update(bytes=path.stat().st_size, sha256=file_sha256(path))
+                                     for s in m["splits"]["train"]["shards"] if s["tar"] == tar_name])
+
+
+def edit_manifest(shards: Path, edit) -> None:
+    manifest = json.loads((shards / "manifest.json").read_text())
+    edit(manifest)
+    (shards / "manifest.json").write_text(json.dumps(manifest))
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -111,6 +112,21 @@ def test_resume_after_a_finished_shards_video_changed_redoes_it(raw, tmp_path):
     sample = next(s for s in iter_samples(out, "train") if s["key"] == key)
     np.testing.assert_array_equal(sample["video"], next(s for s in iter_samples(out, "val")
                                                         if replacement.stem == s["key"])["video"])
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(raw, reference, tmp_path):
+    """A write that fails mid-shard (a file-size limit fails it as a full disk does: an OSError from
+    write) ends in one line, leaves no *.tmp, and the same command afterwards completes the shards."""
+    def limit_file_size():  # Python ignores SIGXFSZ, so the write fails with EFBIG instead of a signal
+        resource.setrlimit(resource.RLIMIT_FSIZE, (8192, 8192))
+    cmd = PREP + ["--dataset", "synth", "--root", str(raw), "--out", str(tmp_path), "--shard-size", "2", "--workers", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=limit_file_size)
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert len(errors) == 1 and errors[0].startswith("prep-shards: error: [Errno 27] File too large"), result.stderr
+    assert list(tmp_path.rglob("*.tmp")) == [] and list(tmp_path.glob("*.tar")) == []
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert files(tmp_path) == files(reference)
 
 
 def test_corrupt_and_missing_videos_are_reported(raw, tmp_path):

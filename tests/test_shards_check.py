@@ -1,7 +1,6 @@
 """shards-check accepts a valid set and names each kind of damage in one line."""
 from __future__ import annotations
 
-import io
 import json
 import subprocess
 import sys
@@ -11,41 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import edit_manifest, rebuild_shard
 from shards.check import main
-from shards.index import format_index, index_from_tar
-from shards.writer import file_sha256
 
 
 def run_check(shards: Path, capsys, *args) -> tuple[int, list[str]]:
     code = main([str(shards), *args])
     return code, capsys.readouterr().out.splitlines()
-
-
-def rewrite_shard(shards: Path, tar_name: str, edit) -> None:
-    """Rewrite one shard member by member through edit(name, data) -> data or None (drop),
-    then refresh its index and manifest entry so that only the edit itself is wrong."""
-    path = shards / tar_name
-    with tarfile.open(path) as tar:
-        members = [(i.name, tar.extractfile(i).read()) for i in tar]
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for name, data in members:
-            data = edit(name, data)
-            if data is not None:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
-    path.with_suffix(".idx").write_text(format_index(index_from_tar(path)))
-    manifest = json.loads((shards / "manifest.json").read_text())
-    for shard in manifest["splits"]["train"]["shards"]:
-        if shard["tar"] == tar_name:
-            shard.update(bytes=path.stat().st_size, sha256=file_sha256(path))
-    (shards / "manifest.json").write_text(json.dumps(manifest))
-
-
-def edit_manifest(shards: Path, edit) -> None:
-    manifest = json.loads((shards / "manifest.json").read_text())
-    edit(manifest)
-    (shards / "manifest.json").write_text(json.dumps(manifest))
 
 
 def test_accepts_valid_set(tiny_shards, capsys):
@@ -75,7 +46,7 @@ def test_rejects_truncated_tar(tiny_shards, capsys):
 
 
 def test_rejects_sample_missing_member(tiny_shards, capsys):
-    rewrite_shard(tiny_shards, "train-000000.tar",
+    rebuild_shard(tiny_shards, "train-000000.tar",
                   lambda name, data: None if name == "train_0_1.scene.f32" else data)
     code, out = run_check(tiny_shards, capsys)
     errors = [line for line in out if line.startswith("error:")]
@@ -90,7 +61,7 @@ def test_rejects_nan_scene(tiny_shards, capsys):
             scene[7] = np.nan
             return scene.tobytes()
         return data
-    rewrite_shard(tiny_shards, "train-000001.tar", poison)
+    rebuild_shard(tiny_shards, "train-000001.tar", poison)
     code, out = run_check(tiny_shards, capsys)
     assert code == 1
     assert [l for l in out if l.startswith("error:")] == [
@@ -111,7 +82,7 @@ def test_rejects_box_outside_frame(tiny_shards, capsys):
         if name == "train_0_0.boxes.f32":
             return boxes_to_raw(boxes["b"])
         return data
-    rewrite_shard(tiny_shards, "train-000000.tar", stretch)
+    rebuild_shard(tiny_shards, "train-000000.tar", stretch)
     code, out = run_check(tiny_shards, capsys)
     assert code == 1
     assert any("train_0_0: frame 3: box" in l and "outside [0, 1]" in l for l in out), out
@@ -178,7 +149,7 @@ def long_shards(tmp_path):
 
 def test_rejects_segment_table_off_its_records(long_shards, capsys):
     assert run_check(long_shards, capsys, "--decode")[0] == 0
-    rewrite_shard(long_shards, "train-000000.tar", edit_meta("train_0_1", lambda m: m["segments"][1].__setitem__(1, 100)))
+    rebuild_shard(long_shards, "train-000000.tar", edit_meta("train_0_1", lambda m: m["segments"][1].__setitem__(1, 100)))
     code, out = run_check(long_shards, capsys)
     assert code == 1
     assert [l for l in out if l.startswith("error:")] == [
@@ -191,7 +162,7 @@ def test_decode_catches_a_segment_that_is_not_a_keyframe(long_shards, capsys):
     with tarfile.open(long_shards / "train-000000.tar") as tar:
         video = tar.extractfile("train_0_0.vp9.ivf").read()
     offset = ivf_frames(video)[4][0]  # frame 4: an inter frame, it needs frame 0 to decode
-    rewrite_shard(long_shards, "train-000000.tar", edit_meta("train_0_0", lambda m: m["segments"].insert(1, [4, offset])))
+    rebuild_shard(long_shards, "train-000000.tar", edit_meta("train_0_0", lambda m: m["segments"].insert(1, [4, offset])))
     assert run_check(long_shards, capsys)[0] == 0  # the table is consistent with the stream...
     code, out = run_check(long_shards, capsys, "--decode")  # ...but frame 4 is no keyframe
     errors = [l for l in out if l.startswith("error:")]

@@ -154,7 +154,7 @@ def test_scene_indices_match_places365_file():
 
 
 def test_bad_flags_exit_2(tmp_path, capsys):
-    for argv, message in ((["--bias", "1.5"], "--bias 1.5 is not in [0, 1]"), (["--size", "33"], "must be even")):
+    for argv, message in ((["--bias", "1.5"], "argument --bias: must be a finite number >= 0 and <= 1, not 1.5"), (["--size", "33"], "must be even")):
         with pytest.raises(SystemExit) as exit_info:
             main(["--out", str(tmp_path), *argv])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err

@@ -9,7 +9,6 @@ averaged over time, upsampled to the crop and laid over the centre frame.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
+from shards.cli import Parser, entry_point, integer
 from shards.loader import build_loader
 from shards.preview import to_uint8
 from train.evaluate import load_model
@@ -44,16 +44,19 @@ def overlay(frame: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return (grey * (1 - 0.6 * cam[..., None]) + heat * 0.6 * cam[..., None]).clip(0, 255).astype(np.uint8)
 
 
+@entry_point("cam")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(prog="cam", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", action="append", required=True, help="give it once per model (A, B, ...)")
     p.add_argument("--name", action="append", help="a label per checkpoint (default: its run folder)")
     p.add_argument("--shards", required=True)
     p.add_argument("--split", default="test")
-    p.add_argument("--n", type=int, default=8)
-    p.add_argument("--scale", type=int, default=3)
+    p.add_argument("--n", type=integer(1), default=8, help="clips")
+    p.add_argument("--scale", type=integer(1, 16), default=3, help="pixel zoom")
     p.add_argument("--out", required=True, help="folder for cams.png")
     a = p.parse_args(argv)
+    if a.name and len(a.name) != len(a.checkpoint):
+        p.error(f"{len(a.name)} --name for {len(a.checkpoint)} --checkpoint: give one per checkpoint, or none")
     names = a.name or [Path(c).parent.name for c in a.checkpoint]
     models = [load_model(c, torch.device("cpu")) for c in a.checkpoint]
     cfg = models[0][2]

@@ -1,24 +1,51 @@
-"""Checkpoints: one flat dict, written atomically (a crash never leaves a half file)."""
+"""Checkpoints: one flat dict of tensors and plain data, written atomically, read safely.
+
+Reading uses `torch.load(weights_only=True)`, which builds tensors, numbers, strings, lists and
+dicts and nothing else, so a checkpoint someone hands you cannot run code (a pickle can call any
+function while it loads). Everything we store is such data: the RNG states as tensors and ints,
+the config as JSON-able values, the data position as ints. A file that holds anything else is
+not one of ours, or was written by a version before this rule: it is refused in one line.
+"""
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+FORMAT = "scene-debias-checkpoint"
+VERSION = 1
+REQUIRED = ("backbone", "scene_head", "config", "classes", "step")  # what every reader of a checkpoint uses
+CONFIG = ("arch", "input", "frames", "size", "stride", "mask_shape", "mask_threshold")  # and of its config
+RERUN = "re-run the training that made it (or re-export it) with this version of scene-debias"
+
+
+class CheckpointError(ValueError):
+    """A file that is not a checkpoint this version can read safely; the message names it."""
+
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and ints (pickling numpy's state would pickle an ndarray)."""
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+             "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos), "has_gauss": int(has_gauss),
+                       "gauss": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["state"].tolist()), py["gauss"]))
+    np.random.set_state(("MT19937", npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["gauss"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -27,10 +54,60 @@ def set_rng_state(state: dict) -> None:
 def save(obj: dict, path: str | Path) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as f:  # open() first: a full or read-only disk is an OSError, not torch's RuntimeError
+        torch.save({"format": FORMAT, "version": VERSION, **obj}, f)
     os.replace(tmp, path)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> dict:
-    # our own files: they hold RNG states and the config dict, hence weights_only=False
-    return torch.load(path, map_location=device, weights_only=False)
+    """A checkpoint written by `save`, or CheckpointError naming the file and what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    state = _read_safely(path, device)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a scene-debias checkpoint (no '{FORMAT}' marker: an exported state dict, "
+                              f"another program's file, or one written by an older version): {RERUN}")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path} is checkpoint version {state.get('version')}, this scene-debias reads "
+                              f"version {VERSION}: {RERUN}")
+    missing = [k for k in REQUIRED if k not in state]
+    if not missing:
+        missing = [f"config {k}" for k in CONFIG if not isinstance(state["config"], dict) or k not in state["config"]]
+    if missing or not isinstance(state["backbone"], dict) or not isinstance(state["classes"], list):
+        raise CheckpointError(f"{path} is a damaged scene-debias checkpoint (it lacks or mangles "
+                              f"{', '.join(missing) or 'backbone or classes'}): {RERUN}")
+    return state
+
+
+def _read_safely(path: Path, device):
+    try:
+        with warnings.catch_warnings():  # torch's warnings about the pickle protocol of a file we may refuse
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:
+        # the safe unpickler's refusal (code to run, or an old numpy RNG state); its own text advises
+        # weights_only=False, which is exactly what must not happen here, so only its reason is kept
+        refused = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+        if isinstance(err, pickle.UnpicklingError) and refused:
+            reason = refused.group(1).strip()
+            found = re.match(r"Unsupported global: GLOBAL (\S+)", reason)
+            holds = (f"it pickles {found.group(1)}" if found
+                     else f"its pickle holds more than tensors and plain data ({reason})")
+            raise CheckpointError(f"{path} is not a scene-debias checkpoint, or one written by an older version "
+                                  f"({holds}; refused unread): {RERUN}") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise CheckpointError(f"{path} is not a scene-debias checkpoint (unreadable: {type(err).__name__}"
+                              f"{': ' + first if first else ''})") from None
+
+
+def load_weights(module: torch.nn.Module, weights: dict, path: str | Path, strict: bool = True):
+    """module.load_state_dict(weights), or one CheckpointError line when they do not fit: a
+    checkpoint that passed `load` but holds other shapes than its config says is damaged."""
+    try:
+        return module.load_state_dict(weights, strict=strict)
+    except (RuntimeError, TypeError, KeyError) as err:
+        detail = " ".join(str(err).split())
+        raise CheckpointError(f"{path}: its weights do not fit the network its config describes ({detail[:200]}...): "
+                              f"{RERUN}") from None
+

@@ -30,10 +30,12 @@ from pathlib import Path
 import numpy as np
 
 from prep.prep_shards import main as prep_shards
-from prep.synth import generate
+from prep.synth import DIFFICULTIES, generate
 from prep.synth_scenes import SCENES
+from shards.cli import Parser, entry_point, integer, number
 from train.evaluate import dataset_bias, evaluate_model
 from train.finetune import main as finetune
+from train.model import ARCHS
 from train.pretrain import main as pretrain
 
 METRICS = ("val_top1", "test_top1", "nonhome_top1", "home_fallback", "novel_top1", "masked_top1", "masked_confidence",
@@ -171,40 +173,47 @@ def plot(results: dict, runs: Path) -> None:
     fig.savefig(runs / "report.png", dpi=110)
 
 
+@entry_point("demo")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = Parser(prog="demo", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    count, whole = integer(1), integer(0)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--data", default="data/demo")
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seeds", type=count, default=1)
     p.add_argument("--ablation", action="store_true", help="also train the adversary alone and the entropy loss alone")
-    p.add_argument("--bias", type=float, default=0.9)
-    p.add_argument("--difficulty", default="easy")
-    p.add_argument("--world-seed", type=int, default=0)
-    p.add_argument("--train", type=int, default=800)
-    p.add_argument("--val", type=int, default=200)
-    p.add_argument("--test", type=int, default=400)
-    p.add_argument("--novel", type=int, default=200, help="videos in novel_train and in novel_test")
-    p.add_argument("--video-size", type=int, default=64)
-    p.add_argument("--frames-video", type=int, default=32)
-    p.add_argument("--codec", default="mjpeg", help="mjpeg: the fastest to write and to decode on CPU")
-    p.add_argument("--arch", default="r3d18-w16")
-    p.add_argument("--input", default="rgbdiff")
-    p.add_argument("--frames", type=int, default=8)
-    p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--size", type=int, default=48)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3, help="AdamW, for a global batch of 32 (scaled)")
-    p.add_argument("--steps", type=int, default=400)
-    p.add_argument("--adv-lambda", type=float, default=0.1,
+    p.add_argument("--bias", type=number(0, 1), default=0.9)
+    p.add_argument("--difficulty", default="easy", choices=list(DIFFICULTIES))
+    p.add_argument("--world-seed", type=whole, default=0)
+    p.add_argument("--train", type=count, default=800)
+    p.add_argument("--val", type=count, default=200)
+    p.add_argument("--test", type=count, default=400)
+    p.add_argument("--novel", type=count, default=200, help="videos in novel_train and in novel_test")
+    p.add_argument("--video-size", type=integer(16), default=64)
+    p.add_argument("--frames-video", type=count, default=32)
+    p.add_argument("--codec", default="mjpeg", choices=["vp9", "h264", "mjpeg"],
+                   help="mjpeg: the fastest to write and to decode on CPU")
+    p.add_argument("--arch", default="r3d18-w16", choices=list(ARCHS))
+    p.add_argument("--input", default="rgbdiff", choices=["rgb", "rgbdiff"])
+    p.add_argument("--frames", type=count, default=8)
+    p.add_argument("--stride", type=count, default=2)
+    p.add_argument("--size", type=count, default=48)
+    p.add_argument("--batch-size", type=count, default=16)
+    p.add_argument("--lr", type=number(above=0), default=2e-3, help="AdamW, for a global batch of 32 (scaled)")
+    p.add_argument("--steps", type=count, default=400)
+    p.add_argument("--adv-lambda", type=number(minimum=0), default=0.1,
                    help="gradient reversal strength (0.5, the trainer's default, stopped the action from being learned here)")
-    p.add_argument("--mask-shape", default="tube",
+    p.add_argument("--mask-shape", default="tube", choices=["box", "tube"],
                    help="tube: a moving flat box still shows the motion (box masks left 2.5x the scene fallback here)")
-    p.add_argument("--clips", type=int, default=3)
-    p.add_argument("--probe-lr", type=float, default=2e-2)
-    p.add_argument("--probe-epochs", type=int, default=3)
-    p.add_argument("--loader", default="dali")
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--clips", type=count, default=3)
+    p.add_argument("--probe-lr", type=number(above=0), default=2e-2)
+    p.add_argument("--probe-epochs", type=count, default=3)
+    p.add_argument("--loader", default="dali", choices=["dali", "torch"])
+    p.add_argument("--workers", type=count, default=2)
     a = p.parse_args(argv)
+    if a.video_size % 2:
+        p.error(f"--video-size {a.video_size} must be even (video encoders need even frame sizes)")
+    if a.size > a.video_size:
+        p.error(f"--size {a.size} is larger than --video-size {a.video_size}")
     runs, data = Path(a.out), Path(a.data)
     runs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

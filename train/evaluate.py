@@ -17,7 +17,6 @@ classifier fitted on the 365-dim scene labels of --probe-split videos predicts t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from shards.cli import Parser, entry_point, integer
 from shards.loader import build_loader
 from shards.sampling import SplitIndex
 from train import checkpoint
@@ -37,9 +37,9 @@ def load_model(path: str, device: torch.device):
     state = checkpoint.load(path, device)
     cfg = state["config"]
     backbone = build_backbone(cfg["arch"], len(state["classes"]), cfg["input"]).to(device)
-    backbone.load_state_dict(state["backbone"])
+    checkpoint.load_weights(backbone, state["backbone"], path)
     scene_head = SceneHead(backbone.feature_dim).to(device)
-    scene_head.load_state_dict(state["scene_head"])
+    checkpoint.load_weights(scene_head, state["scene_head"], path)
     return backbone.eval(), scene_head.eval(), cfg
 
 
@@ -126,21 +126,31 @@ def dataset_bias(shards: str, split: str, fit_split: str) -> dict:
             "dataset_bias": math.log(max(acc, 1e-12) * classes)}
 
 
+def check_device(p: Parser, device: str, loader: str, workers: int) -> None:
+    """The combinations argparse cannot check alone, refused in one line."""
+    if device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda but no CUDA device is visible (use --device cpu)")
+    if loader == "dali" and workers < 1:
+        p.error(f"--workers {workers}: the DALI loader needs at least 1 thread")
+
+
+@entry_point("evaluate")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(prog="evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", help="checkpoint.pt / best.pt of train/pretrain.py or train/finetune.py")
     p.add_argument("--shards", required=True)
     p.add_argument("--split", default="val")
-    p.add_argument("--clips", type=int, default=10, help="evenly spaced clips per video")
+    p.add_argument("--clips", type=integer(1), default=10, help="evenly spaced clips per video")
     p.add_argument("--probe-split", default="train", help="split the scene probe is fitted on ('' to skip)")
     p.add_argument("--dataset-bias", action="store_true", help="measure the dataset's scene bias instead (Eq. 1)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
     p.add_argument("--loader", default="dali", choices=["dali", "torch"])
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", type=int, default=4)
+    p.add_argument("--batch-size", type=integer(1), default=16)
+    p.add_argument("--workers", type=integer(0), default=4, help="DALI threads (>= 1) or DataLoader workers")
     p.add_argument("--predictions", help="write per-video predictions (JSON lines) here")
     p.add_argument("--json", help="write the result here")
     args = p.parse_args(argv)
+    check_device(p, args.device, args.loader, args.workers)
     if args.dataset_bias:
         result = dataset_bias(args.shards, args.split, args.probe_split or "train")
     elif not args.checkpoint:

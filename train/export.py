@@ -8,11 +8,11 @@ the full-width RGB network (--arch r3d18 --input rgb) has torchvision's shapes.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
+from shards.cli import Parser, entry_point
 from train import checkpoint
 
 
@@ -22,12 +22,14 @@ def export(ckpt_path: str, out: str) -> int:
     if cfg["arch"] != "r3d18" or cfg["input"] != "rgb":
         raise SystemExit(f"export: {ckpt_path} is --arch {cfg['arch']} --input {cfg['input']}; only r3d18 with rgb "
                          "input has torchvision's r3d_18 layout")
-    torch.save(state["backbone"], out)
+    with open(out, "wb") as f:  # open() first: a bad --out is an OSError (one line), not torch's RuntimeError
+        torch.save(state["backbone"], f)
     return len(state["classes"])
 
 
+@entry_point("export")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(prog="export", description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", required=True, help="checkpoint.pt or best.pt of a pretraining run")
     p.add_argument("--out", required=True, help="the state dict file to write")
     a = p.parse_args(argv)

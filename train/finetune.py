@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from shards.cli import Parser, entry_point, integer, number
 from shards.manifest import read_manifest
 from train import checkpoint
 from train.distributed import cleanup, print0
@@ -39,15 +40,16 @@ def splits_of(shards: str) -> tuple[str, str]:
     raise SystemExit(f"finetune: {shards} has splits {sorted(names)}; expected train and test")
 
 
+@entry_point("finetune")
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = Parser(prog="finetune", description=__doc__.splitlines()[0])
     p.add_argument("--init", required=True, help="pretraining checkpoint (best.pt)")
     p.add_argument("--shards", required=True, help="target shard folder(s), comma-separated (one per split/fold)")
     p.add_argument("--out", required=True)
     p.add_argument("--linear-probe", action="store_true", help="train only a new action head on frozen features")
-    p.add_argument("--clips", type=int, default=10, help="clips per video in the final evaluation")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--clips", type=integer(1), default=10, help="clips per video in the final evaluation")
+    p.add_argument("--lr", type=number(above=0), default=1e-3)
+    p.add_argument("--epochs", type=integer(1), default=30)
     a, rest = p.parse_known_args(argv)
     source = checkpoint.load(a.init)["config"]
     inherited = ["--arch", source["arch"], "--input", source["input"], "--frames", str(source["frames"]),

@@ -25,16 +25,20 @@ its accuracy then measures how much scene the features hold.
 --batch-size is per process; --lr is for a global batch of 32 and scales linearly with the
 global batch. Outputs in --out: config.json, metrics.jsonl, tb/ (TensorBoard), checkpoint.pt
 (latest, atomic) and best.pt (best validation top-1). Running the same command again resumes
-from checkpoint.pt at the exact batch; SIGTERM writes a checkpoint and exits with code 143.
+from checkpoint.pt at the exact batch; SIGTERM or Ctrl-C writes a checkpoint and exits with code
+143 or 130. A non-finite loss stops the run (exit 1) with the step and the batch's keys, without
+saving: the last checkpoint stays the last good one.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,9 +48,11 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from shards.cli import entry_point
 from shards.loader import build_loader
 from train import checkpoint
-from train.config import parse_config
+from train.config import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
+                          parse_config)
 from train.distributed import all_sum, cleanup, print0, setup_distributed
 from train.entropy_loss import entropy_loss
 from train.gradient_reversal import reverse_gradient
@@ -54,53 +60,56 @@ from train.metrics import MetricLog
 from train.model import ARCHS, SceneHead, build_backbone
 from train.scene_loss import scene_loss
 
-TERMINATED = 143  # 128 + SIGTERM
+TERMINATED = 128 + signal.SIGTERM  # 143: the exit code after SIGTERM (a checkpoint was written)
+INTERRUPTED = 128 + signal.SIGINT  # 130: the same after Ctrl-C
 
 
 @dataclass
 class Config:
-    shards: str                    # shard folder written by prep-shards
-    out: str                       # run folder
-    train_split: str = "train"     # split to train on
-    val_split: str = "val"         # split validated on every epoch
-    arch: str = "r3d18"            # r3d18 (the paper), or the narrow r3d18-w32 / r3d18-w16 for CPUs
-    input: str = "rgb"             # rgb, or rgbdiff (clip plus frame differences; not exportable to torchvision)
-    frames: int = 16               # frames per clip
-    size: int = 112                # crop side in pixels
-    stride: int = 1                # frame step inside a clip
-    batch_size: int = 32           # clips per process and iteration
-    epochs: int = 100              # passes over the training split
-    max_steps: int = 0             # stop after this many iterations in all (0: run the epochs)
-    optimizer: str = "sgd"         # sgd (the paper: momentum 0.9) or adamw
-    lr: float = 1e-3               # learning rate for a global batch of 32 (scaled linearly)
-    weight_decay: float = 1e-5     # the paper's
-    lr_patience: int = 5           # epochs without a better validation loss before lr /= 10
-    debias: str = "adv,ent"        # none, adv, ent or adv,ent (the paper's ablation)
-    schedule: str = "alternate"    # alternate (two steps per iteration, the paper) or joint (one)
-    adv_lambda: float = 0.5        # gradient reversal strength
-    ent_weight: float = 1.0        # weight of the entropy loss
-    scene_labels: str = "soft"     # soft (averaged Places365 softmax) or hard (its argmax)
-    mask_shape: str = "box"        # box (each frame's boxes, the paper) or tube (the clip's union)
-    mask_threshold: float = 0.3    # detector score from which a box is masked
-    device: str = "cuda"           # cuda or cpu
-    loader: str = "dali"           # dali or torch (the reference loader)
-    workers: int = 4               # DALI threads or DataLoader workers per process
-    threads: int = 0               # torch CPU threads per process (0: the cores divided among the local processes)
-    precision: str = "auto"        # auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16
-    channels_last: bool = False    # channels-last-3d memory format (faster convolutions on recent GPUs)
-    compile: bool = False          # torch.compile the backbone
-    seed: int = 0                  # seeds the initial weights and the data order
-    resume: bool = True            # continue from OUT/checkpoint.pt when there is one
-    init: str = ""                 # start from the weights of this checkpoint (e.g. stage 1's best.pt)
-    init_head: bool = True         # also take the action and scene heads from --init (off: a new label set)
-    freeze_backbone: bool = False  # train the action head only, on frozen features (a linear probe)
-    log_every: int = 10            # iterations between metric lines
-    val_every: int = 1             # validate every N epochs (always after the last; 0: never, no best.pt)
-    ckpt_every: int = 200          # iterations between checkpoints (also at every epoch end)
-    log_samples: bool = False      # write the keys each process trained on to OUT/samples-rank<r>.txt
+    shards: str                            # shard folder written by prep-shards
+    out: str                               # run folder
+    train_split: str = "train"             # split to train on
+    val_split: str = "val"                 # split validated on every epoch
+    arch: str = "r3d18"                    # r3d18 (the paper), or the narrow r3d18-w32 / r3d18-w16 for CPUs
+    input: str = "rgb"                     # rgb, or rgbdiff (clip plus frame differences; not exportable to torchvision)
+    frames: PositiveInt = 16               # frames per clip
+    size: PositiveInt = 112                # crop side in pixels
+    stride: PositiveInt = 1                # frame step inside a clip
+    batch_size: PositiveInt = 32           # clips per process and iteration
+    epochs: PositiveInt = 100              # passes over the training split
+    max_steps: NonNegativeInt = 0          # stop after this many iterations in all (0: run the epochs)
+    optimizer: str = "sgd"                 # sgd (the paper: momentum 0.9) or adamw
+    lr: PositiveFloat = 1e-3               # learning rate for a global batch of 32 (scaled linearly)
+    weight_decay: NonNegativeFloat = 1e-5  # the paper's
+    lr_patience: NonNegativeInt = 5        # epochs without a better validation loss before lr /= 10
+    debias: str = "adv,ent"                # none, adv, ent or adv,ent (the paper's ablation)
+    schedule: str = "alternate"            # alternate (two steps per iteration, the paper) or joint (one)
+    adv_lambda: NonNegativeFloat = 0.5     # gradient reversal strength
+    ent_weight: NonNegativeFloat = 1.0     # weight of the entropy loss
+    scene_labels: str = "soft"             # soft (averaged Places365 softmax) or hard (its argmax)
+    mask_shape: str = "box"                # box (each frame's boxes, the paper) or tube (the clip's union)
+    mask_threshold: Fraction = 0.3         # detector score from which a box is masked
+    device: str = "cuda"                   # cuda or cpu
+    loader: str = "dali"                   # dali or torch (the reference loader)
+    workers: NonNegativeInt = 4            # DALI threads or DataLoader workers per process
+    threads: NonNegativeInt = 0            # torch CPU threads per process (0: the cores divided among the local processes)
+    precision: str = "auto"                # auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16
+    channels_last: bool = False            # channels-last-3d memory format (faster convolutions on recent GPUs)
+    compile: bool = False                  # torch.compile the backbone
+    seed: NonNegativeInt = 0               # seeds the initial weights and the data order
+    resume: bool = True                    # continue from OUT/checkpoint.pt when there is one
+    init: str = ""                         # start from the weights of this checkpoint (e.g. stage 1's best.pt)
+    init_head: bool = True                 # also take the action and scene heads from --init (off: a new label set)
+    freeze_backbone: bool = False          # train the action head only, on frozen features (a linear probe)
+    log_every: PositiveInt = 10            # iterations between metric lines
+    val_every: NonNegativeInt = 1          # validate every N epochs (always after the last; 0: never, no best.pt)
+    ckpt_every: PositiveInt = 200          # iterations between checkpoints (also at every epoch end)
+    log_samples: bool = False              # write the keys each process trained on to OUT/samples-rank<r>.txt
+    skip_bad_samples: bool = False         # leave damaged samples out (counted) instead of stopping at the first
 
 
 def check(cfg: Config) -> None:
+    """The choices and combinations argparse cannot check alone (numbers are checked by their types)."""
     problems = []
     if cfg.arch not in ARCHS:
         problems.append(f"--arch {cfg.arch}: choose from {', '.join(ARCHS)}")
@@ -112,26 +121,73 @@ def check(cfg: Config) -> None:
                           ("mask_shape", ("box", "tube"))):
         if getattr(cfg, name) not in allowed:
             problems.append(f"--{name.replace('_', '-')} {getattr(cfg, name)}: choose from {', '.join(allowed)}")
-    if cfg.val_every < 0:
-        problems.append(f"--val-every {cfg.val_every}: use a number of epochs, or 0 for never")
+    if cfg.loader == "dali" and cfg.workers < 1:
+        problems.append(f"--workers {cfg.workers}: the DALI loader needs at least 1 thread")
     if cfg.init and not Path(cfg.init).is_file():
         problems.append(f"--init {cfg.init}: no such file")
     if problems:
         raise SystemExit("pretrain: " + "; ".join(problems))
 
 
+def check_fits(cfg: Config, state: dict, path: Path, resuming: bool) -> None:
+    """Refuse a checkpoint whose weights do not fit this run, before any data is read. --init
+    needs the same network; a resumed run also the same optimizer and trainable parameters."""
+    keys = ("arch", "input", "optimizer", "freeze_backbone") if resuming else ("arch", "input")
+    differ = [k for k in keys if state["config"].get(k) != getattr(cfg, k)]
+    if differ:
+        flags = lambda values: " ".join(f"--{k.replace('_', '-')} {values(k)}" for k in differ)
+        todo = "run the same command again, or use another --out" if resuming else "give this run the same flags"
+        raise SystemExit(f"pretrain: {path} was trained with {flags(state['config'].get)}, this run has "
+                         f"{flags(lambda k: getattr(cfg, k))}: {todo}")
+
+
+def make_writable(out: Path) -> None:
+    """Create --out and prove that it takes files, before any work that would be lost."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as err:
+        raise SystemExit(f"pretrain: --out {out} is not writable ({err.strerror or err})") from None
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """SIGTERM (a scheduler) and SIGINT (Ctrl-C) ask the loop to write a checkpoint and exit;
+    a second Ctrl-C stops at once. The previous handlers come back afterwards."""
+    stop = {"signal": 0}
+
+    def handler(signum, _frame):
+        stop["signal"] = signum
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+@entry_point("pretrain")
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(Config, argv, __doc__.splitlines()[0])
+    cfg = parse_config(Config, argv, __doc__.splitlines()[0], prog="pretrain")
     check(cfg)
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and not cfg.resume:
+        raise SystemExit(f"pretrain: {ckpt_path} exists and --no-resume was given: use another --out or delete it")
+    # checkpoints first: a foreign, damaged or unfitting file is refused before any data is read
+    init = checkpoint.load(cfg.init) if cfg.init else None
+    state = checkpoint.load(ckpt_path) if ckpt_path.exists() else None
+    for path, loaded, resuming in ((cfg.init, init, False), (ckpt_path, state, True)):
+        if loaded is not None:
+            check_fits(cfg, loaded, Path(path), resuming)
+    make_writable(out)
     dist = setup_distributed(cfg.device)
     if dist.device.type == "cpu":  # local processes must not oversubscribe the cores: spinning threads are many times slower
         # measured (2 cores, DALI loader with 2 threads, w16 model): 2 torch threads 17.2 clips/s, 1 thread 9.3
         cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
         torch.set_num_threads(cfg.threads or max(1, cores))
-    out = Path(cfg.out)
-    ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists() and not cfg.resume:
-        raise SystemExit(f"pretrain: {ckpt_path} exists and --no-resume was given: use another --out or delete it")
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     adv, ent = "adv" in cfg.debias, "ent" in cfg.debias
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if dist.device.type == "cuda" else "fp32")
@@ -140,12 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     # ---- data
     common = dict(backend=cfg.loader, frames=cfg.frames, size=cfg.size, stride=cfg.stride, device=dist.device.type,
                   seed=cfg.seed, rank=dist.rank, world_size=dist.world_size, num_threads=cfg.workers,
-                  mask_shape=cfg.mask_shape, mask_threshold=cfg.mask_threshold)
+                  mask_shape=cfg.mask_shape, mask_threshold=cfg.mask_threshold, skip_bad=cfg.skip_bad_samples)
     train_loader = build_loader(cfg.shards, cfg.train_split, batch_size=cfg.batch_size, train=True, **common)
     # the val split need not exist when nothing validates (a caller that evaluates afterwards)
     val_loader = build_loader(cfg.shards, cfg.val_split, batch_size=cfg.batch_size, train=False, **common) \
         if cfg.val_every else None
+    steps_per_epoch = len(train_loader)  # a split too small for one batch per rank is refused here, before any output
     classes = train_loader.index.manifest["classes"]
+    if state is not None and state["classes"] != classes:
+        raise SystemExit(f"pretrain: {ckpt_path} was trained on other classes than {cfg.shards} {cfg.train_split} "
+                         "holds: use another --out")
+    if init is not None and cfg.init_head and len(init["classes"]) != len(classes):
+        raise SystemExit(f"pretrain: --init {cfg.init} has {len(init['classes'])} action classes, {cfg.train_split} "
+                         f"{len(classes)}: add --no-init-head to start a new action head")
     kept, total = train_loader.mask_filter_kept
     global_batch = cfg.batch_size * dist.world_size
     lr = cfg.lr * global_batch / 32
@@ -154,22 +217,26 @@ def main(argv: list[str] | None = None) -> int:
                 "train_videos": total, "masked_pass_videos": kept}
     print0(json.dumps(resolved, indent=1))
     print0(f"masked pass: {kept} of {total} training videos pass the people filter")
-    out.mkdir(parents=True, exist_ok=True)
+    for loader in (train_loader, val_loader):
+        if loader is not None and loader.index.skipped:
+            where, why = loader.index.skipped[0]
+            print0(f"--skip-bad-samples: {len(loader.index.skipped)} damaged sample(s) of {loader.index.split} left out; "
+                   f"first: {where}: {why}")
     if dist.main:
         (out / "config.json").write_text(json.dumps(resolved, indent=1) + "\n")
 
     # ---- model
     backbone = build_backbone(cfg.arch, len(classes), cfg.input).to(dist.device)
     scene_head = SceneHead(backbone.feature_dim).to(dist.device)
-    if cfg.init:
-        init = checkpoint.load(cfg.init)
+    if init is not None:
         if cfg.init_head:
-            backbone.load_state_dict(init["backbone"])
-            scene_head.load_state_dict(init["scene_head"])
+            checkpoint.load_weights(backbone, init["backbone"], cfg.init)
+            checkpoint.load_weights(scene_head, init["scene_head"], cfg.init)
         else:  # everything but the action classifier, whose classes differ
             weights = {k: v for k, v in init["backbone"].items() if not k.startswith("fc.")}
-            missing = backbone.load_state_dict(weights, strict=False).missing_keys
-            assert set(missing) == {"fc.weight", "fc.bias"}, missing
+            missing = checkpoint.load_weights(backbone, weights, cfg.init, strict=False).missing_keys
+            if set(missing) != {"fc.weight", "fc.bias"}:
+                raise checkpoint.CheckpointError(f"{cfg.init} lacks backbone weights {missing[:4]}: {checkpoint.RERUN}")
         print0(f"initialised from {cfg.init} (step {init['step']})")
     if cfg.freeze_backbone:
         for name, param in backbone.named_parameters():
@@ -183,16 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
     scaler = torch.amp.GradScaler(dist.device.type, enabled=precision == "fp16")
-    step, epoch, start_batch, best_top1 = 0, 0, 0, -1.0
-    if ckpt_path.exists():
-        state = checkpoint.load(ckpt_path)
-        backbone.load_state_dict(state["backbone"])
-        scene_head.load_state_dict(state["scene_head"])
+    step, epoch, start_batch, best_top1, metrics_bytes = 0, 0, 0, -1.0, 0
+    if state is not None:
+        checkpoint.load_weights(backbone, state["backbone"], ckpt_path)
+        checkpoint.load_weights(scene_head, state["scene_head"], ckpt_path)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         checkpoint.set_rng_state(state["rng"])
         step, epoch, start_batch, best_top1 = state["step"], state["epoch"], state["batch_in_epoch"], state["best_top1"]
+        metrics_bytes = state["metrics_bytes"]
         print0(f"resumed from {ckpt_path}: epoch {epoch}, batch {start_batch}, step {step}")
     net, head = backbone, scene_head  # what the training passes call: DDP-wrapped when distributed
     if cfg.compile:
@@ -201,14 +268,19 @@ def main(argv: list[str] | None = None) -> int:
         ids = [dist.local_rank] if dist.device.type == "cuda" else None
         net, head = DDP(net, device_ids=ids), DDP(head, device_ids=ids)
     amp = (lambda: torch.autocast(dist.device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    saved_step = state["step"] if state is not None else None  # of the checkpoint on disk
 
     def save(path: Path, at_epoch: int, at_batch: int) -> None:
+        nonlocal saved_step
         if dist.main:
             checkpoint.save({"backbone": backbone.state_dict(), "scene_head": scene_head.state_dict(),
                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                              "scaler": scaler.state_dict(), "rng": checkpoint.rng_state(), "step": step,
                              "epoch": at_epoch, "batch_in_epoch": at_batch, "best_top1": best_top1,
+                             "metrics_bytes": log.position(),  # what a resumed run keeps of metrics.jsonl
                              "config": resolved, "classes": classes}, path)
+        if path == ckpt_path:
+            saved_step = step
 
     def optimize(loss: torch.Tensor) -> None:
         optimizer.zero_grad(set_to_none=True)
@@ -245,65 +317,83 @@ def main(argv: list[str] | None = None) -> int:
             optimize(ce + adv_loss + cfg.ent_weight * ent_loss)
         return {"ce": ce.item(), "scene": adv_loss.item(), "entropy": ent_loss.item()}
 
+    def diverged_message(losses: dict, keys: list[str]) -> str:
+        where = f" on rank {dist.rank}" if dist.world_size > 1 else ""
+        kept = f"{ckpt_path} (step {saved_step}) is the last good checkpoint" if saved_step is not None \
+            else "no checkpoint was written yet"
+        return (f"pretrain: error: non-finite loss at step {step}{where} ("
+                + ", ".join(f"{k} {v:.4g}" for k, v in losses.items())
+                + f") on the batch of {', '.join(keys)}; stopped without saving: {kept}")
+
     # ---- loop
-    stop = {"sigterm": False}
-    signal.signal(signal.SIGTERM, lambda *_: stop.update(sigterm=True))
-    log = MetricLog(out, dist.main)
+    log = MetricLog(out, dist.main, keep_bytes=metrics_bytes)
     samples_log = open(out / f"samples-rank{dist.rank}.txt", "a") if cfg.log_samples else None
-    total_steps = cfg.max_steps or cfg.epochs * len(train_loader)
+    total_steps = cfg.max_steps or cfg.epochs * steps_per_epoch
     bar = tqdm(total=total_steps, initial=step, unit="it", disable=not dist.main, dynamic_ncols=True)
     finished = step >= total_steps
-    while epoch < cfg.epochs and not finished:
-        train_loader.set_epoch(epoch, start_batch)
-        backbone.train(not cfg.freeze_backbone), scene_head.train()  # a probe keeps BatchNorm statistics fixed
-        batch_in_epoch, wait, tick = start_batch, 0.0, time.perf_counter()
-        for batch in train_loader:
-            fetched = time.perf_counter()
-            losses = train_step(batch)
-            if samples_log:
-                samples_log.write(f"{step} {' '.join(batch['key'])}\n")
-                samples_log.flush()
-            step += 1
-            batch_in_epoch += 1
-            now = time.perf_counter()
-            wait += fetched - tick
-            if step % cfg.log_every == 0 or step == total_steps:
-                elapsed = now - tick
-                record = {**losses, "lr": optimizer.param_groups[0]["lr"], "epoch": epoch,
-                          "clips_per_s": global_batch / elapsed, "data_wait": (fetched - tick) / elapsed}
-                log.log("train", step, **record)
-                bar.set_postfix(ep=epoch, ce=f"{losses['ce']:.3f}", scene=f"{losses['scene']:.3f}",
-                                ent=f"{losses['entropy']:.3f}", clips_s=f"{record['clips_per_s']:.1f}")
-            bar.update()
-            tick = time.perf_counter()
-            if all_sum([float(stop["sigterm"])], dist.device)[0] > 0:
-                save(ckpt_path, epoch, batch_in_epoch)
-                print0(f"\nSIGTERM: checkpoint written at step {step}; run the same command to resume")
-                return TERMINATED
-            if step % cfg.ckpt_every == 0:
-                save(ckpt_path, epoch, batch_in_epoch)
-            if step >= total_steps:
-                finished = True
+    with stop_on_signals() as stop, contextlib.closing(log), contextlib.closing(bar):
+        while epoch < cfg.epochs and not finished:
+            train_loader.set_epoch(epoch, start_batch)
+            backbone.train(not cfg.freeze_backbone), scene_head.train()  # a probe keeps BatchNorm statistics fixed
+            batch_in_epoch, wait, tick = start_batch, 0.0, time.perf_counter()
+            for batch in train_loader:
+                fetched = time.perf_counter()
+                losses = train_step(batch)
+                finite = all(math.isfinite(v) for v in losses.values())
+                # one collective per step: has any rank diverged, or been asked to stop
+                diverged, signalled = all_sum([float(not finite), float(stop["signal"] != 0)], dist.device)
+                if samples_log:
+                    samples_log.write(f"{step} {' '.join(batch['key'])}\n")
+                    samples_log.flush()
+                step += 1
+                batch_in_epoch += 1
+                if diverged:  # the weights are spoiled: keep the last checkpoint as it is
+                    if not finite:
+                        tqdm.write(diverged_message(losses, batch["key"]), file=sys.stderr)  # a line of its own
+                    return 1
+                now = time.perf_counter()
+                wait += fetched - tick
+                if step % cfg.log_every == 0 or step == total_steps:
+                    elapsed = now - tick
+                    record = {**losses, "lr": optimizer.param_groups[0]["lr"], "epoch": epoch,
+                              "clips_per_s": global_batch / elapsed, "data_wait": (fetched - tick) / elapsed}
+                    log.log("train", step, **record)
+                    bar.set_postfix(ep=epoch, ce=f"{losses['ce']:.3f}", scene=f"{losses['scene']:.3f}",
+                                    ent=f"{losses['entropy']:.3f}", clips_s=f"{record['clips_per_s']:.1f}")
+                bar.update()
+                tick = time.perf_counter()
+                if signalled:
+                    save(ckpt_path, epoch, batch_in_epoch)
+                    signum = stop["signal"] or signal.SIGTERM  # another rank's signal: exit as if terminated
+                    print0(f"\n{signal.Signals(signum).name}: checkpoint written at step {step}; "
+                           "run the same command to resume")
+                    return 128 + signum
+                if step % cfg.ckpt_every == 0:
+                    save(ckpt_path, epoch, batch_in_epoch)
+                if step >= total_steps:
+                    finished = True
+                    break
+            if finished and batch_in_epoch < steps_per_epoch:
+                save(ckpt_path, epoch, batch_in_epoch)  # stopped mid-epoch by --max-steps
                 break
-        if finished and batch_in_epoch < len(train_loader):
-            save(ckpt_path, epoch, batch_in_epoch)  # stopped mid-epoch by --max-steps
-            break
-        last = finished or epoch + 1 == cfg.epochs
-        if not cfg.val_every or ((epoch + 1) % cfg.val_every and not last):
+            last = finished or epoch + 1 == cfg.epochs
+            if not cfg.val_every or ((epoch + 1) % cfg.val_every and not last):
+                epoch, start_batch = epoch + 1, 0
+                save(ckpt_path, epoch, 0)
+                continue
+            val = evaluate(val_loader, backbone, scene_head, amp, dist.device)
+            scheduler.step(val["loss"])
             epoch, start_batch = epoch + 1, 0
+            log.log("val", step, epoch=epoch, **val)
+            print0(f"\nepoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
+            if val["top1"] > best_top1:
+                best_top1 = val["top1"]
+                save(out / "best.pt", epoch, 0)
             save(ckpt_path, epoch, 0)
-            continue
-        val = evaluate(val_loader, backbone, scene_head, amp, dist.device)
-        scheduler.step(val["loss"])
-        epoch, start_batch = epoch + 1, 0
-        log.log("val", step, epoch=epoch, **val)
-        print0(f"\nepoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
-        if val["top1"] > best_top1:
-            best_top1 = val["top1"]
-            save(out / "best.pt", epoch, 0)
-        save(ckpt_path, epoch, 0)
-    bar.close()
-    log.close()
+    if train_loader.skipped_clips:
+        where, why = train_loader.skipped_clips[0]
+        print0(f"--skip-bad-samples: {len(train_loader.skipped_clips)} clip(s) with damaged video left out of their "
+               f"batches on this rank; first: {where}: {why}")
     return 0
 
 
