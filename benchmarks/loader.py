@@ -10,7 +10,7 @@ download at short side 128) unless --raw is given, then from the same videos:
   - our shards, VP9, MJPEG and H.264 (timed on the GPU only: DALI's CPU decoders lack it), with prep-shards;
   - JPEG frame folders at short side 128 (image_00001.jpg ...), the official SDN code's storage.
 Every loader then reads --batches batches of --batch clips (16 frames, 112 crop, masking on),
-cut by shards/sampling.py's clip_params from the same (seed, epoch), with --workers processes
+cut by shards/loader/sampling.py's clip_params from the same (seed, epoch), with --workers processes
 or DALI threads:
   ours      dali (CPU decoders, or NVDEC with CUDA) and the torch reference (PyAV in workers);
             for the profile also the DALI stage alone (no post-processing)
@@ -33,7 +33,6 @@ windows.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
@@ -54,13 +53,14 @@ import torch
 from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
+from benchmarks.common import report  # noqa: E402
 from shards.cli import Parser, entry_point, integer
 from shards.loader import LoaderConfig, build_loader, describe
-from shards.masking import MEAN, STD, box_rects, pad_rects
-from shards.sampling import SplitIndex, epoch_batches
+from shards.loader.masking import CLIP_MEAN, CLIP_STD, box_rects
+from shards.loader.sampling import SplitIndex, epoch_batches
 from shards.video import decode_frames
 
-ONE_LEVEL = 1 / 255 / min(STD)
+ONE_LEVEL = 1 / 255 / min(CLIP_STD)
 SEED = 0
 
 
@@ -156,7 +156,7 @@ def clip_plan(n_videos: int, batch: int, count: int) -> list[list[tuple[int, int
     out, epoch = [], 0
     while len(out) < count:
         out += [[(epoch, int(s), 0) for s in b] for b in epoch_batches(n_videos, batch, seed=SEED, epoch=epoch, rank=0,
-                                                                           world_size=1, train=True)]
+                                                                           world_size=1)]
         epoch += 1
     return out[:count]
 
@@ -208,7 +208,7 @@ def normalise(clip: torch.Tensor, flip: bool) -> torch.Tensor:
     x = clip.float().div_(255)
     if flip:
         x = x.flip(2)
-    x = (x - torch.tensor(MEAN)) / torch.tensor(STD)
+    x = (x - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD)
     return x.permute(3, 0, 1, 2).contiguous()
 
 
@@ -269,7 +269,7 @@ class OfficialClips(PeerClips):
             img = img.crop((p.x0, p.y0, p.x0 + size, p.y0 + size))
             if p.flip:
                 img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-            out.append(self.tf.normalize(self.tf.to_tensor(img), MEAN, STD))
+            out.append(self.tf.normalize(self.tf.to_tensor(img), CLIP_MEAN, CLIP_STD))
         return torch.stack(out, 0).permute(1, 0, 2, 3)
 
 
@@ -608,9 +608,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         args.work = args.work or tmp
         result = run(args)
-    print_tables(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report(result, print_tables, args.json)
     return 0 if not result["gpu_check"] or result["gpu_check"]["ok"] else 1
 
 

@@ -18,7 +18,6 @@ ground truth (boxes and scenes need no model), on the transcoded set with the tw
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -36,7 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
     sys.path[0] = str(ROOT)  # this script is named like the prep package: import the package, not itself
 
+from benchmarks.common import report  # noqa: E402
 from shards.cli import Parser, entry_point, integer  # noqa: E402 (after the sys.path fix above)
+from shards.format import NUM_SCENES  # noqa: E402
 
 
 def python_m(module: str, *args, env=None) -> subprocess.CompletedProcess:
@@ -76,7 +77,7 @@ def build_models(work: Path, args) -> tuple[Path, Path]:
     model.model.names = {i: "person" if i == 0 else f"class{i}" for i in range(80)}  # class 0 is person, as in COCO
     model.save(yolo)
     torch.manual_seed(0)
-    torch.save(timm.create_model(args.scene_arch, pretrained=False, num_classes=365).state_dict(), scene)
+    torch.save(timm.create_model(args.scene_arch, pretrained=False, num_classes=NUM_SCENES).state_dict(), scene)
     return yolo, scene
 
 
@@ -195,9 +196,7 @@ def main(argv=None):
         args.scene_arch, args.scene_frames = "resnet18", 2
     with tempfile.TemporaryDirectory() as tmp:
         result = run(Path(tmp), args)
-    print_tables(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report(result, print_tables, args.json)
     return 0
 
 

@@ -15,7 +15,6 @@ on random training windows, CPU ms per clip; and our whole DALI loader (train mo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -24,11 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
     sys.path[0] = str(ROOT)  # benchmarks/prep.py would shadow the prep package
 
+from benchmarks.common import report  # noqa: E402
 from shards.cli import Parser, entry_point, integer  # noqa: E402 (after the sys.path fix above)
 from benchmarks.loader import (POSITIONS, SEED, clip_plan, decode_only_dali, disk_bytes, machine, make_jpeg_folders,
                                make_raw, measure, ours, position_plan, python_m)
 from shards.loader import LoaderConfig
-from shards.sampling import SplitIndex
+from shards.loader import SplitIndex
 
 
 def make_shards(raw: Path, out: Path, gop: int, workers: int) -> Path:
@@ -114,9 +114,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         args.work = args.work or tmp
         result = run(args)
-    print_table(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report(result, print_table, args.json)
     return 0
 
 

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from prep.synth import DIFFICULTIES, plan_split, render_video
+from prep.synth.generate import DIFFICULTIES, plan_split, render_video
 from shards.cli import Parser, entry_point, integer, number
-from prep.synth_actor import ACTIONS
-from prep.synth_scenes import MAIN_SCENES
+from prep.synth.actor import ACTIONS
+from prep.synth.scenes import MAIN_SCENES
 from train.model import R3D18
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import subprocess
@@ -29,18 +28,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
+ROOT = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
+    sys.path[0] = str(ROOT)  # benchmarks/prep.py would shadow the prep package
 
+import torch  # noqa: E402 (after the sys.path fix above)
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from benchmarks.common import report  # noqa: E402
 from shards.cli import Parser, entry_point, integer
+from shards.format import NUM_SCENES
 from shards.loader import build_loader
-from train.entropy_loss import entropy_loss
 from train.gradient_reversal import reverse_gradient
 from train.model import ARCHS, SceneHead, build_backbone
-from train.scene_loss import scene_loss
+from train.step import DebiasStep, Losses
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = 10  # the synthetic set's; the backbone's cost barely depends on it
 
 
@@ -90,36 +92,10 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
         self.args = args
 
-    def optimize(self, loss):
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-
-    def adversary(self, logits, features, batch):
-        return (F.cross_entropy(logits.float(), batch["label"]),
-                scene_loss(self.head(reverse_gradient(features, 0.5)), batch["scene"]))
-
     def step(self, batch, schedule: str) -> dict:
-        clip = batch["clip"]
-        if self.args.channels_last:
-            clip = clip.contiguous(memory_format=torch.channels_last_3d)
-        weight = batch["mask_ok"] & batch["has_human"]
-        if schedule == "alternate":
-            with self.amp():
-                ce, adv = self.adversary(*self.backbone(clip, with_features=True), batch)
-            self.optimize(ce + adv)
-            with self.amp():
-                ent = entropy_loss(self.backbone(batch["masked"]), weight)
-            self.optimize(ent)
-        else:
-            with self.amp():
-                logits, features = self.backbone(torch.cat([clip, batch["masked"]]), with_features=True)
-                n = len(clip)
-                ce, adv = self.adversary(logits[:n], features[:n], batch)
-                ent = entropy_loss(logits[n:], weight)
-            self.optimize(ce + adv + ent)
-        return {"ce": ce.item(), "scene": adv.item(), "entropy": ent.item()}  # as pretrain.py: one sync per step
+        """pretrain.py's step with its defaults (debias adv,ent, lambda 0.5, soft scene labels)."""
+        return DebiasStep(self.backbone, self.head, self.optimizer, self.scaler, Losses(schedule=schedule),
+                          self.amp, self.args.channels_last)(batch)
 
 
 def memory_batch(batch: int, args, device) -> dict:
@@ -127,7 +103,7 @@ def memory_batch(batch: int, args, device) -> dict:
     shape = (batch, 3, args.frames, args.size, args.size)
     return {"clip": torch.randn(shape, generator=g).to(device), "masked": torch.randn(shape, generator=g).to(device),
             "label": torch.randint(CLASSES, (batch,), generator=g).to(device),
-            "scene": torch.randn(batch, 365, generator=g).softmax(1).to(device),
+            "scene": torch.randn(batch, NUM_SCENES, generator=g).softmax(1).to(device),
             "mask_ok": torch.ones(batch, dtype=torch.bool, device=device),
             "has_human": torch.ones(batch, dtype=torch.bool, device=device)}
 
@@ -275,9 +251,7 @@ def main(argv=None):
     args.threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         result = run(args, Path(tmp))
-    print_tables(result)
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    report(result, print_tables, args.json)
     return 0
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from shards.format import KEY_RE
 
-VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".avi")  # preference order when one stem has several files
+RAW_VIDEO_SUFFIXES = (".mp4", ".webm", ".mkv", ".avi")  # preference order when one stem has several files
 MAX_KEY = 120
 
 
@@ -80,7 +80,7 @@ def make_keys(ids: Iterable[str]) -> dict[str, str]:
 def index_videos(root: Path, max_depth: int) -> dict[str, list[Path]]:
     """File stem -> video paths under `root` (down to `max_depth` folder levels), sorted.
 
-    Paths are ordered by extension preference (VIDEO_EXTS) and then by path, so a lookup that
+    Paths are ordered by extension preference (RAW_VIDEO_SUFFIXES) and then by path, so a lookup that
     takes the first one is deterministic. A missing `root` gives an empty index: all videos are
     then reported missing by prep.
     """
@@ -98,10 +98,10 @@ def index_videos(root: Path, max_depth: int) -> dict[str, list[Path]]:
                     pending.append((Path(entry.path), depth + 1))
                 continue
             stem, ext = os.path.splitext(entry.name)
-            if ext.lower() in VIDEO_EXTS:
+            if ext.lower() in RAW_VIDEO_SUFFIXES:
                 found.setdefault(stem, []).append(Path(entry.path))
     for paths in found.values():
-        paths.sort(key=lambda p: (VIDEO_EXTS.index(p.suffix.lower()), str(p)))
+        paths.sort(key=lambda p: (RAW_VIDEO_SUFFIXES.index(p.suffix.lower()), str(p)))
     return found
 
 
@@ -424,12 +424,21 @@ def diving48(root: str | os.PathLike, annotations: str | os.PathLike | None = No
 # ---------------------------------------------------------------------------------------------
 # the synthetic set of prep-synth
 
-def _synth(root: Path, splits: Sequence[str], class_field: str) -> tuple[list[str], Items]:
-    world_path = root / "annotations" / "world.json"
+def read_synth_world(root: str | os.PathLike) -> dict:
+    """RAW/annotations/world.json of a prep-synth folder: its settings, classes, scene names and
+    soft scene labels."""
+    world_path = Path(root) / "annotations" / "world.json"
     if not world_path.is_file():
         raise DatasetError(f"{world_path} not found: is {root} a prep-synth output folder? "
                            f"(prep-synth --out {root} makes one)")
-    classes = json.loads(world_path.read_text())[class_field]
+    world = json.loads(world_path.read_text())
+    if "scene_labels" not in world:
+        raise DatasetError(f"{world_path} was written by an older prep-synth (no scene labels): run prep-synth again")
+    return world
+
+
+def _synth(root: Path, splits: Sequence[str], class_field: str) -> tuple[list[str], Items]:
+    classes = read_synth_world(root)[class_field]
     items: Items = {}
     for split in splits:
         truth = read_synth_truth(root, split)

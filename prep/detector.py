@@ -24,7 +24,6 @@ dict update, no code of the file's choosing) or one of a few plain value types. 
 """
 from __future__ import annotations
 
-import hashlib
 import importlib
 import sys
 from collections.abc import Sequence
@@ -32,6 +31,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from shards.files import file_sha256
+from shards.video import check_rgb_frames
 
 DEFAULT_CLASS = "person"  # the COCO class every ultralytics COCO model has (index 0)
 LISTED = 20  # class names an error message shows
@@ -166,18 +168,14 @@ class PersonDetector:
             raise DetectorError(f"{weights} is a {self.model.task!r} model; a detection model is needed")
         self.classes = resolve_classes(self.model.names, classes)
         self.weights = Path(self.model.ckpt_path or weights)  # the file ultralytics actually loaded
-        with open(self.weights, "rb") as f:
-            self.sha256 = hashlib.file_digest(f, "sha256").hexdigest()
+        self.sha256 = file_sha256(self.weights)
         self.device = str(device) if device is not None else ("cuda:0" if torch.cuda.is_available() else "cpu")
         self.half = half and self.device != "cpu"  # fp16 only helps (and only works well) on GPU
         self.conf, self.imgsz, self.batch, self.stride = conf, imgsz, batch, stride
 
     def detect(self, frames: np.ndarray) -> list[list[list[float]]]:
         """uint8 (T, H, W, 3) RGB frames -> per frame a list of [x1, y1, x2, y2, score]."""
-        if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.ndim == 4
-                and frames.shape[-1] == 3):
-            raise ValueError("frames must be a uint8 array (T, H, W, 3) of RGB frames, got "
-                             f"{getattr(frames, 'dtype', type(frames))} {getattr(frames, 'shape', '')}")
+        check_rgb_frames(frames)
         height, width = frames.shape[1:3]
         picked = list(range(0, len(frames), self.stride))
         detected: list[list[list[float]]] = []

@@ -47,10 +47,9 @@ from shards.cli import Parser, entry_point, integer, number
 from shards.format import MANIFEST, NUM_SCENES, Sample, ShardFormatError
 from shards.video import GOP, encode_video, encoder_options
 
-from .datasets import ADAPTERS, DatasetError, VideoItem, load_dataset, read_synth_truth
+from .datasets import ADAPTERS, DatasetError, VideoItem, load_dataset, read_synth_truth, read_synth_world
 from .decode import InputError, decode_source
 from .resume import MISSING, ShardJob, plan, read_record, survey, write_json, write_missing
-from .synth_scenes import SCENES, scene_soft_label
 
 SYNTH = ("synth", "synth-novel")
 WORK = ".prep"  # per-shard records and the run's settings, for resume and the final merge
@@ -139,6 +138,7 @@ class Annotator:
             self.labeler = SceneLabeler(model, device=device, frames=cfg.scene_frames)
         if "truth" in (cfg.detector, cfg.scene_model):
             self.truth = {s: read_synth_truth(cfg.root, s) for s in ("train", "val", "test", "novel_train", "novel_test")}
+            self.scene_labels = read_synth_world(cfg.root)["scene_labels"]
 
     @property
     def det_classes(self) -> list[int]:
@@ -162,7 +162,7 @@ class Annotator:
             return self.labeler.soft_labels(done["pixels"])
         if self.cfg.scene_model == "none":
             return np.full(NUM_SCENES, 1 / NUM_SCENES, np.float32)
-        return scene_soft_label(self.truth[item.split][item.key]["scene"])
+        return np.asarray(self.scene_labels[self.truth[item.split][item.key]["scene"]], np.float32)
 
     def provenance(self) -> dict:
         cfg = self.cfg
@@ -172,26 +172,25 @@ class Annotator:
         if cfg.scene_model == "none":
             scene["note"] = "uniform labels: the scene adversary and scene probes are meaningless"
         if cfg.scene_model == "truth":
-            scene["note"] = "synthetic ground truth made soft by prep/synth_scenes.py scene_soft_label"
+            scene["note"] = "synthetic ground truth made soft by prep/synth/scenes.py scene_soft_label"
         return {"boxes": boxes, "scene": scene,
                 "decode": {"short_side": cfg.short_side, "fps": cfg.fps or "source"},
                 "encode": {"codec": cfg.codec, "options": encoder_options(cfg.codec, segmented=True), "gop": cfg.gop},
                 "versions": {p: version(p) for p in ("scene-debias", "av", "numpy", "torch")}}
 
 
-def scene_names(path: str) -> list[str]:
-    """The 365 names from categories_places365.txt ("/a/airfield 0"), or the names this project
-    knows (the synthetic scenes and their relatives) with "places365:<index>" for the rest."""
+def scene_names(cfg: PrepConfig) -> list[str]:
+    """The 365 names from --scene-categories (categories_places365.txt: "/a/airfield 0"), else
+    those prep-synth wrote for its set, else "places365:<index>"."""
+    path = cfg.scene_categories
     if path:
         names = [line.split()[0][3:] for line in Path(path).read_text().splitlines() if line.strip()]
         if len(names) != NUM_SCENES:
             raise DatasetError(f"{path} lists {len(names)} categories, not {NUM_SCENES}")
         return names
-    names = [f"places365:{i}" for i in range(NUM_SCENES)]
-    for scene in SCENES.values():
-        for name, idx in ((scene.name, scene.index), *scene.related):
-            names[idx] = name
-    return names
+    if cfg.dataset in SYNTH:
+        return read_synth_world(cfg.root)["scene_names"]
+    return [f"places365:{i}" for i in range(NUM_SCENES)]
 
 
 def ordered_map(pool, fn, calls, window: int):
@@ -268,7 +267,7 @@ def merge_manifest(cfg: PrepConfig, classes: list[str], splits: list[str], jobs:
     if unfinished:
         raise PrepError(f"{len(unfinished)} shard(s) not finished ({', '.join(unfinished[:3])} ...): "
                            "run the same command again")
-    manifest = new_manifest(cfg.dataset, classes, scene_names(cfg.scene_categories), cfg.codec, provenance)
+    manifest = new_manifest(cfg.dataset, classes, scene_names(cfg), cfg.codec, provenance)
     manifest["warnings"] = []
     for split in splits:
         mine = [records[j.name] for j in jobs if j.split == split]
@@ -389,7 +388,7 @@ def prep(cfg: PrepConfig) -> int:
     unknown = [s for s in splits if s not in items]
     if unknown:
         raise PrepError(f"split(s) {', '.join(unknown)} not in {cfg.dataset}; it has {', '.join(items)}")
-    scene_names(cfg.scene_categories)  # a wrong categories file fails now, not after the run
+    scene_names(cfg)  # a wrong categories file fails now, not after the run
     out, work = Path(cfg.out), Path(cfg.out) / WORK
     jobs, missing = plan(items, splits, cfg.shard_size, cfg.limit, cfg.root)
     annotator = Annotator(cfg)  # loads the models: a bad one fails here, before anything is written

@@ -29,6 +29,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from shards.files import write_atomic
+
 from .datasets import VideoItem
 
 MISSING = "missing.txt"  # beside manifest.json: the listed videos absent on disk
@@ -79,9 +81,8 @@ def plan(items: dict[str, list[VideoItem]], splits: list[str], shard_size: int, 
 
 
 def write_missing(out: Path, missing: list[VideoItem]) -> None:
-    tmp = out / f"{MISSING}.{os.getpid()}.tmp"
-    tmp.write_text("split\tkey\tsource_id\n" + "".join(f"{i.split}\t{i.key}\t{i.source_id}\n" for i in missing))
-    os.replace(tmp, out / MISSING)
+    write_atomic(out / MISSING, "split\tkey\tsource_id\n" + "".join(f"{i.split}\t{i.key}\t{i.source_id}\n"
+                                                                  for i in missing))
 
 
 def read_missing(out: Path) -> set[tuple[str, str]]:
@@ -92,10 +93,7 @@ def read_missing(out: Path) -> set[tuple[str, str]]:
 
 
 def write_json(path: Path, obj) -> None:
-    """Atomic write; the temporary name is per process, so ranks writing the same file do not collide."""
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def read_record(work: Path, name: str) -> dict | None:

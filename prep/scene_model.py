@@ -12,7 +12,6 @@ sampled uint8 frames cross the bus.
 """
 from __future__ import annotations
 
-import hashlib
 import pickle
 import re
 import warnings
@@ -24,9 +23,12 @@ import timm
 import torch
 import torch.nn.functional as F
 
-NUM_SCENES = 365
-MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: what the CSAIL models were trained with
-STD = (0.229, 0.224, 0.225)
+from shards.files import file_sha256
+from shards.format import NUM_SCENES
+from shards.video import check_rgb_frames
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: what the CSAIL models were trained with
+IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE, CROP = 256, 224
 
 
@@ -135,8 +137,8 @@ def preprocess(frames: torch.Tensor) -> torch.Tensor:
     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     top, left = int(round((size[0] - CROP) / 2.0)), int(round((size[1] - CROP) / 2.0))
     x = x[..., top:top + CROP, left:left + CROP]
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -163,10 +165,7 @@ class SceneLabeler:
         """Several videos (sizes may differ) -> float32 (len(videos), 365), one label per video."""
         crops, counts = [], []
         for video in videos:
-            if not (isinstance(video, np.ndarray) and video.dtype == np.uint8 and video.ndim == 4
-                    and video.shape[-1] == 3):
-                raise ValueError("a video must be a uint8 array (T, H, W, 3) of RGB frames, got "
-                                 f"{getattr(video, 'dtype', type(video))} {getattr(video, 'shape', '')}")
+            check_rgb_frames(video, "a video")
             picked = np.ascontiguousarray(video[sample_indices(len(video), self.frames)])
             crops.append(preprocess(torch.from_numpy(picked).to(self.device, non_blocking=True)))
             counts.append(len(picked))
@@ -186,6 +185,5 @@ class SceneLabeler:
                 "preprocess": f"resize short side {RESIZE}, centre crop {CROP}, ImageNet mean/std",
                 "model": getattr(self.model, "pretrained_cfg", {}).get("architecture", type(self.model).__name__)}
         if weights is not None:
-            with open(weights, "rb") as f:
-                info.update(weights=Path(weights).name, sha256=hashlib.file_digest(f, "sha256").hexdigest())
+            info.update(weights=Path(weights).name, sha256=file_sha256(weights))
         return info

@@ -17,15 +17,13 @@ import numpy as np
 from tqdm import tqdm
 
 from .cli import Parser, entry_point
+from .files import file_sha256
 from .format import (BOX_ROW, BOXES_RAW, META_FIELDS, ShardFormatError, boxes_to_raw, check_member,
-                     decode_members)
+                     decode_members, scene_problem)
 from .index import index_from_tar, parse_index
 from .manifest import read_manifest
 from .reader import iter_tar
 from .video import IVF_HEADER, clip_stream, decode_frames, decode_video, ivf_frames, segment_range
-from .writer import file_sha256
-
-SCENE_SUM_TOL = 1e-3
 
 
 def check_sample(key: str, members: dict[str, bytes], num_classes: int, decode: bool) -> list[str]:
@@ -40,10 +38,7 @@ def check_sample(key: str, members: dict[str, bytes], num_classes: int, decode: 
         problems.append(f"metadata id {_short(meta.get('id'))} differs from the key")
     if not 0 <= s["label"] < num_classes:
         problems.append(f"label {s['label']} outside [0, {num_classes})")
-    if not np.isfinite(scene).all():
-        problems.append("scene label holds NaN or inf")
-    elif (scene < 0).any() or abs(float(scene.sum()) - 1) > SCENE_SUM_TOL:
-        problems.append(f"scene label is not a distribution (min {scene.min():.3g}, sum {scene.sum():.6f})")
+    problems += [p for p in [scene_problem(scene)] if p]
     if not isinstance(boxes, list):
         problems.append(f"boxes.msgpack holds {_short(boxes)} ({type(boxes).__name__}), not a list per frame")
     else:

@@ -107,6 +107,19 @@ def raw_to_rows(raw: bytes) -> np.ndarray:
     return np.frombuffer(raw, dtype="<f4").reshape(-1, len(BOX_ROW)).astype(np.float32)
 
 
+SCENE_SUM_TOL = 1e-3  # a scene label sums to 1 within this (FORMAT.md)
+
+
+def scene_problem(scene: np.ndarray) -> str:
+    """What makes a scene label unusable ("" when nothing does): the one rule the checker and the
+    loader apply."""
+    if not np.isfinite(scene).all():
+        return "scene label holds NaN or inf"
+    if (scene < 0).any() or abs(float(scene.sum()) - 1) > SCENE_SUM_TOL:
+        return f"scene label is not a distribution (min {scene.min():.3g}, sum {scene.sum():.6f})"
+    return ""
+
+
 def encode_members(sample: Sample) -> dict[str, bytes]:
     """Sample -> {member extension: bytes}, in the order they go into the tar."""
     check_key(sample.key)
@@ -114,7 +127,7 @@ def encode_members(sample: Sample) -> dict[str, bytes]:
         raise ShardFormatError(f"unknown codec {sample.codec!r}; known: {sorted(CODECS)}")
     scene = np.asarray(sample.scene, dtype="<f4")
     if scene.shape != (NUM_SCENES,):
-        raise ShardFormatError(f"scene label of {sample.key} has shape {scene.shape}, not (365,)")
+        raise ShardFormatError(f"scene label of {sample.key} has shape {scene.shape}, not ({NUM_SCENES},)")
     boxes = [[[float(v) for v in box] for box in frame] for frame in sample.boxes]
     if any(len(box) != 5 for frame in boxes for box in frame):
         raise ShardFormatError(f"boxes of {sample.key}: every box is [x1, y1, x2, y2, score]")
@@ -155,7 +168,7 @@ def decode_members(key: str, members: dict[str, bytes]) -> dict:
         raise ShardFormatError(f"sample {key}: {err}") from None
     scene = _parse(key, SCENE, lambda data: np.frombuffer(data, dtype="<f4"), members[SCENE])
     if scene.shape != (NUM_SCENES,):
-        raise ShardFormatError(f"sample {key}: scene.f32 holds {scene.size} floats, not 365")
+        raise ShardFormatError(f"sample {key}: scene.f32 holds {scene.size} floats, not {NUM_SCENES}")
     meta = _parse(key, META, json.loads, members[META])
     if not isinstance(meta, dict):
         raise ShardFormatError(f"sample {key}: {META} holds a JSON {type(meta).__name__}, not an object")

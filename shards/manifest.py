@@ -13,10 +13,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
+from .files import write_atomic
 from .format import FORMAT_NAME, FORMAT_VERSION, MANIFEST, NUM_SCENES, ShardFormatError
 
 REBUILD_HINT = "re-run prep-shards with this version of scene-debias to rebuild the shards"
@@ -40,9 +40,7 @@ def add_split(manifest: dict, split: str, shard_infos: list[dict]) -> None:
 def write_manifest(out_dir: str | Path, manifest: dict) -> Path:
     """Atomic write: readers never see a half-written manifest."""
     path = Path(out_dir) / MANIFEST
-    tmp = path.with_name(MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return path
 
 

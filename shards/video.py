@@ -60,10 +60,19 @@ class EncodedVideo:
     frames: int
 
 
+def check_rgb_frames(frames, what: str = "frames") -> None:
+    """ValueError unless `frames` is what every stage passes on: a uint8 array (T, H, W, 3) of RGB."""
+    if not (isinstance(frames, np.ndarray) and frames.dtype == np.uint8 and frames.ndim == 4
+            and frames.shape[-1] == 3):
+        raise ValueError(f"{what} must be a uint8 array (T, H, W, 3) of RGB frames, got "
+                         f"{getattr(frames, 'dtype', type(frames))} {getattr(frames, 'shape', '')}")
+
+
 def _check_frames(frames) -> np.ndarray:
     frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise ShardFormatError(f"expected uint8 frames (T>0, H, W, 3), got {frames.dtype} {frames.shape}")
+    check_rgb_frames(frames)
+    if len(frames) == 0:
+        raise ShardFormatError("no frames to encode")
     if frames.shape[1] % 2 or frames.shape[2] % 2:
         raise ShardFormatError(f"frame size {frames.shape[1]}x{frames.shape[2]} is odd: encoders need even sizes")
     return frames

@@ -14,7 +14,7 @@ raw webdataset sample (one bytes value per member) with the same code as the ref
 (`shards.format.decode_members`, `shards.video.decode_video`), so it gives what
 `shards.iter_samples` gives and follows the format wherever it changes (e.g. the video member's
 extension). Use it in `.map(...)` instead of `.decode(...)`; it needs no other webdataset
-decoder, and it leaves the loaders' random clips, crops and masking to you (shards/loader.py
+decoder, and it leaves the loaders' random clips, crops and masking to you (shards/loader/
 does those).
 """
 from __future__ import annotations

@@ -6,12 +6,12 @@ it) and a crash leaves only `*.tmp` files, which the next writer of that shard o
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tarfile
 from pathlib import Path
 
+from .files import file_sha256
 from .format import Sample, ShardFormatError, encode_members
 from .index import format_index
 
@@ -86,14 +86,6 @@ class ShardWriter:
         return {"tar": self.tar_path.name, "index": self.idx_path.name,
                 "samples": len(self._index), "bytes": self.tar_path.stat().st_size,
                 "sha256": file_sha256(self.tar_path)}
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync(path: Path) -> None:

@@ -16,7 +16,7 @@ os.environ.setdefault("YOLO_CONFIG_DIR", str(Path(__file__).parent / ".yolo-conf
 
 from shards import NUM_SCENES, Sample, ShardWriter, add_split, encode_video, new_manifest, write_manifest
 from shards.index import format_index, index_from_tar
-from shards.writer import file_sha256
+from shards.files import file_sha256
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 CLASSES = ["wave", "jump", "clap"]
@@ -103,7 +103,7 @@ def tiny_shards(tmp_path: Path) -> Path:
 def synth_shards(tmp_path_factory) -> Path:
     """A small synthetic set (medium difficulty: bystanders too) through prep-synth and prep-shards."""
     from prep.prep_shards import main as prep_shards
-    from prep.synth import generate
+    from prep.synth.generate import generate
 
     raw = tmp_path_factory.mktemp("synth-raw")
     generate(raw, {"train": 12, "val": 5, "test": 4}, frames=14, size=48, seed=2, difficulty="medium",

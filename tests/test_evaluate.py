@@ -104,11 +104,8 @@ def test_finetune_full_and_linear_probe(synth_shards, pretrained, tmp_path):
 
 
 def test_evaluate_model_figures_equal_the_video_outputs(synth_shards, pretrained):
-    from argparse import Namespace
-
     from train.evaluate import evaluate_model
-    r = evaluate_model(Namespace(checkpoint=str(pretrained), shards=str(synth_shards), split="val", clips=2,
-                                 probe_split="", device="cpu", loader="torch", batch_size=4, workers=1, predictions=None))
+    r = evaluate_model(pretrained, synth_shards, "val", clips=2, device="cpu", loader="torch", batch_size=4, workers=1)
     backbone, _, cfg = load_model(str(pretrained), torch.device("cpu"))
     out = video_outputs(backbone, str(synth_shards), "val", cfg, clips=2, device=torch.device("cpu"),
                         loader="torch", batch_size=4, workers=1)
@@ -118,7 +115,6 @@ def test_evaluate_model_figures_equal_the_video_outputs(synth_shards, pretrained
     assert r["masked_confidence"] == pytest.approx(out["masked"].max(1).values.double().mean().item(), rel=1e-5)
     assert 1 / out["masked"].shape[1] <= r["masked_confidence"] <= 1
     assert not torch.equal(out["probs"], out["masked"])  # the masked pass sees other pixels
-    unmasked = evaluate_model(Namespace(checkpoint=str(pretrained), shards=str(synth_shards), split="val", clips=2,
-                                        probe_split="", device="cpu", loader="torch", batch_size=4, workers=1,
-                                        predictions=None), masked=False)
+    unmasked = evaluate_model(pretrained, synth_shards, "val", clips=2, device="cpu", loader="torch", batch_size=4,
+                              workers=1, masked=False)
     assert unmasked == {k: v for k, v in r.items() if not k.startswith("masked")}

@@ -31,10 +31,10 @@ from shards.check import main as shards_check
 from shards.format import VIDEO_EXTS, ShardFormatError
 from shards.index import index_from_tar
 from shards.loader import build_loader
-from shards.preview import main as shards_preview
+from shards.loader.preview import main as shards_preview
 from shards.reader import iter_samples
-from shards.sampling import SplitIndex
-from shards.writer import file_sha256
+from shards.loader import SplitIndex
+from shards.files import file_sha256
 from train import checkpoint
 from train.cam import main as cam
 from train.demo import main as demo
@@ -168,7 +168,7 @@ def tiny_yolo(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("how", CRAFTED)
 def test_crafted_detector_runs_nothing(tmp_path, capsys, tiny_yolo, how):
     """A YOLO file with the payload beside the model: prep-shards refuses it in one line, unread."""
-    from prep.synth import generate
+    from prep.synth.generate import generate
 
     raw, marker = tmp_path / "raw", tmp_path / "ran"
     generate(raw, {"train": 2}, frames=4, size=32, workers=1, progress=False)
@@ -364,7 +364,7 @@ def benchmark(name: str):
 
 def prep_main(name: str):
     from prep.prep_shards import main as prep_shards
-    from prep.synth import main as prep_synth
+    from prep.synth.generate import main as prep_synth
     return {"prep-shards": prep_shards, "prep-synth": prep_synth}[name]
 
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from shards.loader import build_loader, describe
-from shards.masking import MEAN, STD, box_rects, masked_copy, normalise
-from shards.sampling import MaskFilter, SplitIndex, epoch_batches
+from shards.loader.masking import CLIP_MEAN, CLIP_STD, box_rects, masked_copy, normalise
+from shards.loader.sampling import MaskFilter, SplitIndex, epoch_batches
 from shards.video import decode_frames, decode_video
 
-ONE_LEVEL = 1 / 255 / min(STD) + 1e-5  # one 8-bit level after normalisation
+ONE_LEVEL = 1 / 255 / min(CLIP_STD) + 1e-5  # one 8-bit level after normalisation
 
 
 def loader(shards, split="train", **kw):
@@ -22,7 +22,7 @@ def loader(shards, split="train", **kw):
 
 def denormalise(x: torch.Tensor) -> np.ndarray:
     """(B, 3, T, H, W) normalised -> (B, T, H, W, 3) in [0, 255]."""
-    x = x.permute(0, 2, 3, 4, 1) * torch.tensor(STD) + torch.tensor(MEAN)
+    x = x.permute(0, 2, 3, 4, 1) * torch.tensor(CLIP_STD) + torch.tensor(CLIP_MEAN)
     return (x * 255).numpy()
 
 
@@ -134,7 +134,7 @@ def test_masked_copy_equals_a_box_by_box_fill():
     rects = torch.stack([r0, r0 + torch.randint(0, 8, (b, t, k), generator=g), c0, c0 + 6], -1).int()
     flips = torch.tensor([False, True, False])
     expect = clip.clone()
-    fill = ((means / 255 - torch.tensor(MEAN)) / torch.tensor(STD))
+    fill = ((means / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD))
     for i in range(b):
         for j in range(t):
             for r0_, r1_, c0_, c1_ in rects[i, j].tolist():
@@ -184,10 +184,10 @@ def test_two_ranks_disjoint_and_complete(synth_shards):
 
 
 def test_fewer_shards_than_ranks_still_balanced():
-    sizes = [len(epoch_batches(5, 1, seed=0, epoch=0, rank=r, world_size=4, train=True)) for r in range(4)]
+    sizes = [len(epoch_batches(5, 1, seed=0, epoch=0, rank=r, world_size=4)) for r in range(4)]
     assert sizes == [1, 1, 1, 1]
     with pytest.raises(ValueError, match="cannot give each of 4 rank"):
-        epoch_batches(3, 1, seed=0, epoch=0, rank=0, world_size=4, train=True)
+        epoch_batches(3, 1, seed=0, epoch=0, rank=0, world_size=4)
 
 
 def test_epochs_reshuffle_deterministically_and_resume(synth_shards):
@@ -234,7 +234,7 @@ def test_dali_gpu_matches_cpu(synth_shards):
 def test_shards_preview_writes_a_picture(synth_shards, tmp_path, backend):
     from PIL import Image
 
-    from shards.preview import main
+    from shards.loader.preview import main
 
     out = tmp_path / "preview.png"
     assert main(["--shards", str(synth_shards), "--split", "val", "--backend", backend, "--n", "3",

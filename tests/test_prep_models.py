@@ -22,7 +22,7 @@ import torchvision.transforms.v2.functional as TF
 
 from prep.detector import DetectorError, PersonDetector, resolve_classes, to_boxes
 from prep.scene_model import (
-    MEAN, NUM_SCENES, STD, ModelFileError, SceneLabeler, load_places365, places365_state_dict,
+    IMAGENET_MEAN, IMAGENET_STD, NUM_SCENES, ModelFileError, SceneLabeler, load_places365, places365_state_dict,
     preprocess, sample_indices, torch_load_py2)
 
 PY2_PLACEHOLDER = "PY2_STRING_PLACEHOLDER"
@@ -119,7 +119,7 @@ def test_preprocess_matches_torchvision(shape):
     frames = torch.from_numpy(np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8))
     x = frames.permute(0, 3, 1, 2).float() / 255
     x = TF.center_crop(TF.resize(x, [256], antialias=True), [224])
-    expected = TF.normalize(x, list(MEAN), list(STD))
+    expected = TF.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD))
     out = preprocess(frames)
     assert out.shape == (shape[0], 3, 224, 224) and out.dtype == torch.float32
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)

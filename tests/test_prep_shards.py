@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from prep.prep_shards import main
-from prep.synth import generate
-from prep.synth_scenes import scene_soft_label
+from prep.synth.generate import generate
+from prep.synth.scenes import scene_soft_label
 from shards import iter_samples, read_manifest
 from shards.check import check_dir
 

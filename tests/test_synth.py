@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import SHARED
-from prep.synth import DIFFICULTIES, HOME_SCENE, SPLITS, VideoSpec, generate, main, plan_split, render_video
-from prep.synth_actor import ACTIONS, DOFS, NOVEL_ACTIONS, Motion, dof_tracks
-from prep.synth_scenes import MAIN_SCENES, NOVEL_SCENES, SCENES, scene_soft_label
+from prep.synth.generate import DIFFICULTIES, HOME_SCENE, SPLITS, VideoSpec, generate, main, plan_split, render_video
+from prep.synth.actor import ACTIONS, DOFS, NOVEL_ACTIONS, Motion, dof_tracks
+from prep.synth.scenes import MAIN_SCENES, NOVEL_SCENES, SCENES, scene_soft_label
 from shards import decode_video
 from shards.video import encode_file, encode_video
 

@@ -19,7 +19,7 @@ from PIL import Image, ImageDraw
 
 from shards.cli import Parser, entry_point, integer
 from shards.loader import build_loader
-from shards.preview import to_uint8
+from shards.loader.preview import to_uint8
 from train.evaluate import load_model
 
 

@@ -8,7 +8,6 @@ not one of ours, or was written by a version before this rule: it is refused in 
 """
 from __future__ import annotations
 
-import os
 import pickle
 import random
 import re
@@ -17,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from shards.files import atomic_open
 
 FORMAT = "scene-debias-checkpoint"
 VERSION = 1
@@ -52,11 +53,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(obj: dict, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:  # open() first: a full or read-only disk is an OSError, not torch's RuntimeError
+    with atomic_open(path) as f:  # a file object: a full or read-only disk is an OSError, not torch's RuntimeError
         torch.save({"format": FORMAT, "version": VERSION, **obj}, f)
-    os.replace(tmp, path)
 
 
 def load(path: str | Path, device: str | torch.device = "cpu") -> dict:
@@ -111,3 +109,29 @@ def load_weights(module: torch.nn.Module, weights: dict, path: str | Path, stric
         raise CheckpointError(f"{path}: its weights do not fit the network its config describes ({detail[:200]}...): "
                               f"{RERUN}") from None
 
+
+def init_weights(state: dict, path: str | Path, backbone: torch.nn.Module, scene_head: torch.nn.Module,
+                 with_heads: bool) -> None:
+    """Start from another run's weights (pretrain --init): all of them, or without the heads
+    everything but the action classifier, whose classes differ (a new label set)."""
+    if with_heads:
+        load_weights(backbone, state["backbone"], path)
+        load_weights(scene_head, state["scene_head"], path)
+        return
+    weights = {k: v for k, v in state["backbone"].items() if not k.startswith("fc.")}
+    missing = load_weights(backbone, weights, path, strict=False).missing_keys
+    if set(missing) != {"fc.weight", "fc.bias"}:
+        raise CheckpointError(f"{path} lacks backbone weights {missing[:4]}: {RERUN}")
+
+
+def resume(state: dict, path: str | Path, backbone: torch.nn.Module, scene_head: torch.nn.Module,
+           optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler) -> tuple:
+    """Put a run back where its checkpoint left it: weights, optimizer, scheduler, scaler and RNG
+    states. Returns its position (step, epoch, batch_in_epoch, best_top1, metrics_bytes)."""
+    load_weights(backbone, state["backbone"], path)
+    load_weights(scene_head, state["scene_head"], path)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return tuple(state[k] for k in ("step", "epoch", "batch_in_epoch", "best_top1", "metrics_bytes"))

@@ -30,13 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from prep.prep_shards import main as prep_shards
-from prep.synth import DIFFICULTIES, generate
-from prep.synth_scenes import SCENES
+from prep.synth.generate import DIFFICULTIES, generate
+from prep.synth.scenes import SCENES
 from shards.cli import Parser, entry_point, integer, number
 from train.evaluate import dataset_bias, evaluate_model
 from train.finetune import main as finetune
 from train.model import ARCHS
-from train.pretrain import main as pretrain
+from train.pretrain import Config as PretrainConfig, run as pretrain
 
 METRICS = ("val_top1", "test_top1", "nonhome_top1", "home_fallback", "novel_top1", "masked_top1", "masked_confidence",
            "scene_probe_acc")
@@ -68,10 +68,13 @@ def run_args(a) -> list[str]:
             "--val-every", "0"]  # the demo evaluates afterwards, at video level
 
 
-def pretrain_args(a) -> list[str]:
-    return [*run_args(a), "--arch", a.arch, "--input", a.input, "--frames", str(a.frames), "--stride", str(a.stride),
-            "--size", str(a.size), "--lr", str(a.lr), "--epochs", "1000", "--max-steps", str(a.steps),
-            "--adv-lambda", str(a.adv_lambda), "--mask-shape", a.mask_shape]
+def pretrain_config(a, shards: Path, out: Path, debias: str, seed: int) -> PretrainConfig:
+    return PretrainConfig(
+        shards=str(shards), out=str(out), debias=debias, seed=seed, device="cpu", loader=a.loader, workers=a.workers,
+        batch_size=a.batch_size, optimizer="adamw", weight_decay=1e-4, log_every=20, ckpt_every=100000,
+        val_every=0,  # the demo evaluates afterwards, at video level
+        arch=a.arch, input=a.input, frames=a.frames, stride=a.stride, size=a.size, lr=a.lr, epochs=1000,
+        max_steps=a.steps, adv_lambda=a.adv_lambda, mask_shape=a.mask_shape)
 
 
 def home_metrics(predictions: Path, classes: list[str], world: dict) -> dict:
@@ -92,16 +95,14 @@ def run_seed(a, seed: int, data: dict, runs: Path) -> dict:
     for name, debias, shards in models:
         out = runs / f"seed{seed}" / name
         start = time.perf_counter()
-        if pretrain(["--shards", str(shards), "--out", str(out), "--debias", debias, "--seed", str(seed),
-                     *pretrain_args(a)]) != 0:
+        if pretrain(pretrain_config(a, shards, out, debias, seed)) != 0:
             raise SystemExit(f"demo: pretraining {name} failed")
         ckpt = out / "checkpoint.pt"
         trained = time.perf_counter()
-        ev = dict(checkpoint=str(ckpt), shards=str(data["main"]), clips=a.clips, device="cpu", loader=a.loader,
-                  batch_size=a.batch_size, workers=a.workers)
-        val = evaluate_model(argparse.Namespace(**ev, split="val", probe_split="", predictions=None))
-        test = evaluate_model(argparse.Namespace(**ev, split="test", probe_split="train",  # masked figures: on val
-                                                 predictions=str(out / "test_predictions.jsonl")), masked=False)
+        ev = dict(clips=a.clips, device="cpu", loader=a.loader, batch_size=a.batch_size, workers=a.workers)
+        val = evaluate_model(ckpt, data["main"], "val", **ev)
+        test = evaluate_model(ckpt, data["main"], "test", probe_split="train", masked=False,  # masked figures: on val
+                              predictions=out / "test_predictions.jsonl", **ev)
         if finetune(["--init", str(ckpt), "--shards", str(data["novel"]), "--out", str(out / "novel"), "--linear-probe",
                      "--clips", str(a.clips), "--lr", str(a.probe_lr), "--epochs", str(a.probe_epochs),
                      *run_args(a)]) != 0:

@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from shards.cli import Parser, entry_point, integer
+from shards.format import NUM_SCENES
 from shards.loader import build_loader
-from shards.sampling import SplitIndex
+from shards.loader import SplitIndex
 from train import checkpoint
 from train.linear_probe import accuracy, fit_linear
 from train.model import SceneHead, build_backbone
@@ -71,16 +72,19 @@ def video_outputs(backbone, shards, split, cfg, *, clips, device, loader, batch_
             "scene": torch.from_numpy(scenes), "keys": ld.index.keys}
 
 
-def evaluate_model(args, masked: bool = True) -> dict:
-    """The figures of the module docstring for args.checkpoint on args.split; masked=False skips
-    the masked clips (half the work) and their two figures."""
-    device = torch.device(args.device)
-    backbone, _, cfg = load_model(args.checkpoint, device)
-    common = dict(device=device, loader=args.loader, batch_size=args.batch_size, workers=args.workers)
-    out = video_outputs(backbone, args.shards, args.split, cfg, clips=args.clips, masked_pass=masked, **common)
+def evaluate_model(checkpoint: str | Path, shards: str | Path, split: str, *, clips: int = 10, probe_split: str = "",
+                   device: str = "cpu", loader: str = "dali", batch_size: int = 16, workers: int = 4,
+                   predictions: str | Path | None = None, masked: bool = True) -> dict:
+    """The figures of the module docstring for `checkpoint` on `split` of `shards`: the scene probe
+    when `probe_split` names the split to fit it on, per-video lines in `predictions` when given;
+    masked=False skips the masked clips (half the work) and their two figures."""
+    device = torch.device(device)
+    backbone, _, cfg = load_model(str(checkpoint), device)
+    common = dict(device=device, loader=loader, batch_size=batch_size, workers=workers)
+    out = video_outputs(backbone, str(shards), split, cfg, clips=clips, masked_pass=masked, **common)
     labels, probs = out["labels"], out["probs"]
     top5 = probs.topk(min(5, probs.shape[1]), 1).indices
-    result = {"checkpoint": str(args.checkpoint), "split": args.split, "videos": len(labels), "clips": args.clips,
+    result = {"checkpoint": str(checkpoint), "split": split, "videos": len(labels), "clips": clips,
               "top1": (top5[:, 0] == labels).double().mean().item(),
               "top5": (top5 == labels[:, None]).any(1).double().mean().item()}
     if masked:
@@ -88,13 +92,13 @@ def evaluate_model(args, masked: bool = True) -> dict:
         # how sure the model stays once the humans are gone (1 / classes = no idea): top-1 alone
         # counts a near-uniform prediction whose slight tilt follows the scene as a hit
         result["masked_confidence"] = out["masked"].max(1).values.double().mean().item()
-    if args.probe_split:
-        fit = video_outputs(backbone, args.shards, args.probe_split, cfg, clips=1, masked_pass=False, **common)
-        probe = fit_linear(fit["features"], fit["scene"], 365)
+    if probe_split:
+        fit = video_outputs(backbone, str(shards), probe_split, cfg, clips=1, masked_pass=False, **common)
+        probe = fit_linear(fit["features"], fit["scene"], NUM_SCENES)
         result["scene_probe_acc"] = accuracy(probe, out["features"], out["scene"])
-        result["probe_split"] = args.probe_split
-    if args.predictions:
-        with open(args.predictions, "w") as f:
+        result["probe_split"] = probe_split
+    if predictions:
+        with open(predictions, "w") as f:
             for i, key in enumerate(out["keys"]):
                 masked_pred = {"masked_pred": int(out["masked"][i].argmax())} if masked else {}
                 f.write(json.dumps({"key": key, "label": int(labels[i]), "pred": int(probs[i].argmax()), **masked_pred,
@@ -156,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     elif not args.checkpoint:
         p.error("--checkpoint is needed (or --dataset-bias)")
     else:
-        result = evaluate_model(args)
+        result = evaluate_model(args.checkpoint, args.shards, args.split, clips=args.clips, probe_split=args.probe_split,
+                                device=args.device, loader=args.loader, batch_size=args.batch_size,
+                                workers=args.workers, predictions=args.predictions)
     print(json.dumps(result, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1) + "\n")

@@ -15,7 +15,6 @@ train/pretrain.py (e.g. --epochs, --lr, --batch-size, --device, --loader, --fram
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -28,7 +27,8 @@ from shards.manifest import read_manifest
 from train import checkpoint
 from train.distributed import cleanup, print0
 from train.evaluate import evaluate_model
-from train.pretrain import main as pretrain
+from train.config import parse_config
+from train.pretrain import Config as PretrainConfig, run as pretrain
 
 
 def splits_of(shards: str) -> tuple[str, str]:
@@ -61,16 +61,16 @@ def main(argv: list[str] | None = None) -> int:
         flags = [*inherited, "--shards", shards, "--out", str(out), "--train-split", train_split,
                  "--val-split", test_split, "--init", a.init, "--no-init-head", "--debias", "none",
                  "--lr", str(a.lr), "--epochs", str(a.epochs), *(["--freeze-backbone"] if a.linear_probe else []), *rest]
-        code = pretrain(flags)
+        # the pass-through flags come last, so that they override what the checkpoint suggests
+        cfg = parse_config(PretrainConfig, flags, "train/pretrain.py", prog="pretrain")  # its flags, its messages
+        code = pretrain(cfg)
         if code:
             return code
         if int(os.environ.get("RANK", 0)) == 0:
-            cfg = json.loads((out / "config.json").read_text())
-            ev = argparse.Namespace(checkpoint=str(out / "checkpoint.pt"), shards=shards, split=test_split, clips=a.clips,
-                                    probe_split="", device=cfg["device"] if torch.cuda.is_available() else "cpu",
-                                    loader=cfg["loader"], batch_size=cfg["batch_size"], workers=cfg["workers"],
-                                    predictions=None)
-            results["splits"][Path(shards).name] = evaluate_model(ev)
+            results["splits"][Path(shards).name] = evaluate_model(
+                out / "checkpoint.pt", shards, test_split, clips=a.clips,
+                device=cfg.device if torch.cuda.is_available() else "cpu", loader=cfg.loader,
+                batch_size=cfg.batch_size, workers=cfg.workers)
             print0(f"{shards}: video-level top-1 {results['splits'][Path(shards).name]['top1']:.4f}")
     if results["splits"]:
         tops = [r["top1"] for r in results["splits"].values()]

@@ -8,7 +8,6 @@ while the backbone is pushed to make the scene unpredictable.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 
 class _Reverse(torch.autograd.Function):
@@ -25,11 +24,3 @@ class _Reverse(torch.autograd.Function):
 def reverse_gradient(x: torch.Tensor, strength: float) -> torch.Tensor:
     return _Reverse.apply(x, strength)
 
-
-class GradientReversal(nn.Module):
-    def __init__(self, strength: float = 0.5):
-        super().__init__()
-        self.strength = strength
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return reverse_gradient(x, self.strength)

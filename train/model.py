@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
 
+from shards.format import NUM_SCENES
+
 
 class R3D18(nn.Module):
     def __init__(self, num_classes: int, width: int = 64, input: str = "rgb"):
@@ -71,7 +73,7 @@ class SceneHead(nn.Module):
     """The scene adversary: a 4-layer MLP with 512 hidden units (as in the paper) from the
     backbone features to 365 Places365 logits."""
 
-    def __init__(self, in_features: int, num_scenes: int = 365, hidden: int = 512):
+    def __init__(self, in_features: int, num_scenes: int = NUM_SCENES, hidden: int = 512):
         super().__init__()
         self.mlp = nn.Sequential(
             nn.Linear(in_features, hidden), nn.ReLU(inplace=True),

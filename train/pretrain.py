@@ -35,7 +35,6 @@ import contextlib
 import dataclasses
 import json
 import math
-import os
 import signal
 import sys
 import tempfile
@@ -49,16 +48,14 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from shards.cli import entry_point
-from shards.loader import build_loader
+from shards.loader import build_loader, cores_per_process
 from train import checkpoint
 from train.config import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
                           parse_config)
 from train.distributed import all_sum, cleanup, print0, setup_distributed
-from train.entropy_loss import entropy_loss
-from train.gradient_reversal import reverse_gradient
 from train.metrics import MetricLog
 from train.model import ARCHS, SceneHead, build_backbone
-from train.scene_loss import scene_loss
+from train.step import SCHEDULES, DebiasStep, Losses
 
 TERMINATED = 128 + signal.SIGTERM  # 143: the exit code after SIGTERM (a checkpoint was written)
 INTERRUPTED = 128 + signal.SIGINT  # 130: the same after Ctrl-C
@@ -115,7 +112,7 @@ def check(cfg: Config) -> None:
         problems.append(f"--arch {cfg.arch}: choose from {', '.join(ARCHS)}")
     if not set(cfg.debias.split(",")) <= {"none", "adv", "ent"} or ("none" in cfg.debias and cfg.debias != "none"):
         problems.append(f"--debias {cfg.debias}: use none, adv, ent or adv,ent")
-    for name, allowed in (("schedule", ("alternate", "joint")), ("optimizer", ("sgd", "adamw")),
+    for name, allowed in (("schedule", SCHEDULES), ("optimizer", ("sgd", "adamw")),
                           ("scene_labels", ("soft", "hard")), ("device", ("cuda", "cpu")), ("loader", ("dali", "torch")),
                           ("precision", ("auto", "fp32", "bf16", "fp16")), ("input", ("rgb", "rgbdiff")),
                           ("mask_shape", ("box", "tube"))):
@@ -170,7 +167,11 @@ def stop_on_signals():
 
 @entry_point("pretrain")
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(Config, argv, __doc__.splitlines()[0], prog="pretrain")
+    return run(parse_config(Config, argv, __doc__.splitlines()[0], prog="pretrain"))
+
+
+def run(cfg: Config) -> int:
+    """Pretrain (or resume) as `cfg` says; the exit code of the command line (0: done)."""
     check(cfg)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
@@ -184,10 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             check_fits(cfg, loaded, Path(path), resuming)
     make_writable(out)
     dist = setup_distributed(cfg.device)
-    if dist.device.type == "cpu":  # local processes must not oversubscribe the cores: spinning threads are many times slower
-        # measured (2 cores, DALI loader with 2 threads, w16 model): 2 torch threads 17.2 clips/s, 1 thread 9.3
-        cores = (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", 1))
-        torch.set_num_threads(cfg.threads or max(1, cores))
+    if dist.device.type == "cpu":  # local processes must not oversubscribe the cores (benchmarks/README.md, Train step)
+        torch.set_num_threads(cfg.threads or cores_per_process())
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     adv, ent = "adv" in cfg.debias, "ent" in cfg.debias
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if dist.device.type == "cuda" else "fp32")
@@ -229,14 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     backbone = build_backbone(cfg.arch, len(classes), cfg.input).to(dist.device)
     scene_head = SceneHead(backbone.feature_dim).to(dist.device)
     if init is not None:
-        if cfg.init_head:
-            checkpoint.load_weights(backbone, init["backbone"], cfg.init)
-            checkpoint.load_weights(scene_head, init["scene_head"], cfg.init)
-        else:  # everything but the action classifier, whose classes differ
-            weights = {k: v for k, v in init["backbone"].items() if not k.startswith("fc.")}
-            missing = checkpoint.load_weights(backbone, weights, cfg.init, strict=False).missing_keys
-            if set(missing) != {"fc.weight", "fc.bias"}:
-                raise checkpoint.CheckpointError(f"{cfg.init} lacks backbone weights {missing[:4]}: {checkpoint.RERUN}")
+        checkpoint.init_weights(init, cfg.init, backbone, scene_head, cfg.init_head)
         print0(f"initialised from {cfg.init} (step {init['step']})")
     if cfg.freeze_backbone:
         for name, param in backbone.named_parameters():
@@ -252,14 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     scaler = torch.amp.GradScaler(dist.device.type, enabled=precision == "fp16")
     step, epoch, start_batch, best_top1, metrics_bytes = 0, 0, 0, -1.0, 0
     if state is not None:
-        checkpoint.load_weights(backbone, state["backbone"], ckpt_path)
-        checkpoint.load_weights(scene_head, state["scene_head"], ckpt_path)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        checkpoint.set_rng_state(state["rng"])
-        step, epoch, start_batch, best_top1 = state["step"], state["epoch"], state["batch_in_epoch"], state["best_top1"]
-        metrics_bytes = state["metrics_bytes"]
+        step, epoch, start_batch, best_top1, metrics_bytes = checkpoint.resume(
+            state, ckpt_path, backbone, scene_head, optimizer, scheduler, scaler)
         print0(f"resumed from {ckpt_path}: epoch {epoch}, batch {start_batch}, step {step}")
     net, head = backbone, scene_head  # what the training passes call: DDP-wrapped when distributed
     if cfg.compile:
@@ -282,40 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         if path == ckpt_path:
             saved_step = step
 
-    def optimize(loss: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    def adversary_pass(logits, features, batch):
-        scene_in = reverse_gradient(features, cfg.adv_lambda) if adv else features.detach()
-        return F.cross_entropy(logits.float(), batch["label"]), scene_loss(head(scene_in), batch["scene"], cfg.scene_labels == "hard")
-
-    def train_step(batch) -> dict:
-        clip = batch["clip"]
-        if cfg.channels_last:
-            clip = clip.contiguous(memory_format=torch.channels_last_3d)
-        weight = batch["mask_ok"] & batch["has_human"]
-        ent_loss = torch.zeros((), device=dist.device)
-        if cfg.schedule == "alternate":
-            with amp():
-                ce, adv_loss = adversary_pass(*net(clip, with_features=True), batch)
-            optimize(ce + adv_loss)
-            if ent:  # every rank runs this pass (DDP), a batch without people has weight 0
-                with amp():
-                    ent_loss = entropy_loss(net(batch["masked"]), weight)
-                optimize(cfg.ent_weight * ent_loss)
-        else:
-            x = torch.cat([clip, batch["masked"]]) if ent else clip
-            with amp():
-                logits, features = net(x, with_features=True)
-                n = len(clip)
-                ce, adv_loss = adversary_pass(logits[:n], features[:n], batch)
-                if ent:
-                    ent_loss = entropy_loss(logits[n:], weight)
-            optimize(ce + adv_loss + cfg.ent_weight * ent_loss)
-        return {"ce": ce.item(), "scene": adv_loss.item(), "entropy": ent_loss.item()}
+    train_step = DebiasStep(net, head, optimizer, scaler, Losses(adv, ent, cfg.adv_lambda, cfg.ent_weight,
+                                                              cfg.scene_labels == "hard", cfg.schedule),
+                            amp, cfg.channels_last)
 
     def diverged_message(losses: dict, keys: list[str]) -> str:
         where = f" on rank {dist.rank}" if dist.world_size > 1 else ""
@@ -381,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
                 epoch, start_batch = epoch + 1, 0
                 save(ckpt_path, epoch, 0)
                 continue
-            val = evaluate(val_loader, backbone, scene_head, amp, dist.device)
+            val = validate(val_loader, backbone, scene_head, amp, dist.device)
             scheduler.step(val["loss"])
             epoch, start_batch = epoch + 1, 0
             log.log("val", step, epoch=epoch, **val)
@@ -398,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 @torch.no_grad()
-def evaluate(loader, backbone, scene_head, amp, device) -> dict:
+def validate(loader, backbone, scene_head, amp, device) -> dict:
     """Validation on every rank's share, summed over ranks: loss, top-1/top-5, the scene head's
     accuracy against the pseudo labels' argmax, and top-1 on human-masked clips."""
     backbone.eval(), scene_head.eval()

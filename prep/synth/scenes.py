@@ -261,6 +261,16 @@ def render_background(name: str, rng: np.random.Generator, height: int, width: i
     return np.clip(SCENES[name].draw(rng, height, width), 0, 1)
 
 
+def scene_names() -> list[str]:
+    """The 365 scene names of shards made from this set: the names this world knows (its scenes
+    and their related categories), "places365:<index>" for the rest."""
+    names = [f"places365:{i}" for i in range(NUM_SCENES)]
+    for scene in SCENES.values():
+        for name, idx in ((scene.name, scene.index), *scene.related):
+            names[idx] = name
+    return names
+
+
 def scene_soft_label(name: str) -> np.ndarray:
     """The 365-dim soft label of a scene: see the module docstring."""
     scene = SCENES[name]

@@ -7,42 +7,21 @@
         for batch in loader:    # clip, masked: float (B, 3, T, H, W) on `device`
             ...
 
-Two backends cut the same clips (shards/sampling.py) and mask them with the same function
-(shards/masking.py): "dali" decodes in DALI (NVDEC on the GPU, the CPU decoder otherwise)
+Two backends cut the same clips (shards/loader/sampling.py) and mask them with the same function
+(shards/loader/masking.py): "dali" decodes in DALI (NVDEC on the GPU, the CPU decoder otherwise)
 straight into the crop and flips and normalises it there, "torch" is the reference, PyAV in
 DataLoader workers and torch for the rest, written for clarity. The masked copy is made in
 torch on `device`, where the clip is.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
-
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
 
-from .masking import box_rects, masked_copy, normalise, pad_rects
-from .sampling import MaskFilter, SplitIndex, clip_params, epoch_batches
-from .format import ShardFormatError
-from .video import decode_frames
-from .workers import tied_to_this_process
-
-
-@dataclass(frozen=True)
-class LoaderConfig:
-    batch_size: int
-    frames: int = 16          # frames per clip
-    size: int = 112           # crop side, pixels of the stored frames
-    stride: int = 1           # frame step inside a clip
-    train: bool = True        # random window/crop/flip and per-epoch shuffle; else centred, in order
-    clips: int = 1            # eval only: evenly spaced clips per video (video-level protocol)
-    seed: int = 0
-    rank: int = 0
-    world_size: int = 1
-    mask_threshold: float = 0.3   # boxes with score >= this are masked
-    mask_dilate: float = 0.0      # grow boxes by this fraction of their size per side
-    mask_shape: str = "box"       # "box" (per frame) or "tube" (clip union)
+from ..format import ShardFormatError
+from .masking import box_rects, masked_copy, pad_rects
+from .sampling import LoaderConfig, MaskFilter, SplitIndex, epoch_batches, params_of
+from .torch_decoder import TorchDecoder
 
 
 class ClipLoader:
@@ -63,7 +42,7 @@ class ClipLoader:
         n = len(self.index)
         if c.train:
             plan = epoch_batches(n, c.batch_size, seed=c.seed, epoch=self.epoch, rank=c.rank,
-                                 world_size=c.world_size, train=True)
+                                 world_size=c.world_size)
             return [[(int(s), 0) for s in b] for b in plan]
         mine = [(int(s), k) for s in np.arange(c.rank, n, c.world_size) for k in range(c.clips)]
         return [mine[i:i + c.batch_size] for i in range(0, len(mine), c.batch_size)]
@@ -118,14 +97,6 @@ class ClipLoader:
         return kept
 
 
-def params_of(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip: int):
-    """The frames, crop and flip of one clip (shards/sampling.py's clip_params for this loader)."""
-    meta = index.meta[sample]
-    return clip_params(sample, int(index.frames[sample]), meta["height"], meta["width"], frames=cfg.frames,
-                       stride=cfg.stride, size=cfg.size, seed=cfg.seed, epoch=epoch, train=cfg.train,
-                       clip=clip, clips=cfg.clips)
-
-
 def describe(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip: int) -> dict:
     """Everything about one clip that needs no decoding: frames, crop, flip, mask rectangles."""
     meta = index.meta[sample]
@@ -133,83 +104,6 @@ def describe(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip
     rects = box_rects(index.boxes[sample], params.frames, meta["height"], meta["width"], params.y0, params.x0,
                       cfg.size, threshold=cfg.mask_threshold, dilate=cfg.mask_dilate, shape=cfg.mask_shape)
     return {"params": params, "rects": rects}
-
-
-class _DecodeDataset(Dataset):
-    """Reference decoding: PyAV on the segments the clip spans, the needed frames only, cropped;
-    plus full-frame means. Items carry their epoch, so one dataset (and one set of persistent
-    workers) serves every epoch."""
-
-    def __init__(self, index: SplitIndex, cfg: LoaderConfig):
-        self.index, self.cfg = index, cfg
-
-    def __getitem__(self, item: tuple[int, int, int]):
-        sample, clip, epoch = item
-        p = params_of(self.index, self.cfg, epoch, sample, clip)
-        try:
-            stream, within = self.index.clip_stream(sample, p.frames)
-            frames = decode_frames(stream, within)
-        except ShardFormatError as err:  # handed to the main process as a message: no worker traceback
-            message = str(err) if str(err).startswith(self.index.where(sample)) else f"{self.index.where(sample)}: {err}"
-            return DecodeFailure(message), None
-        means = frames.reshape(len(frames), -1, 3).mean(axis=1, dtype=np.float64).astype(np.float32)
-        crop = frames[:, p.y0:p.y0 + self.cfg.size, p.x0:p.x0 + self.cfg.size]
-        return torch.from_numpy(np.ascontiguousarray(crop)), torch.from_numpy(means)
-
-
-class DecodeFailure(str):
-    """A worker's ShardFormatError message, in place of a clip."""
-
-
-def _stack(batch):
-    failed = [clip for clip, _ in batch if isinstance(clip, DecodeFailure)]
-    return failed[0] if failed else tuple(torch.stack(x) for x in zip(*batch))
-
-
-class _EpochPlan:
-    """The batch sampler of the persistent DataLoader: the current epoch's batches, set per run."""
-
-    def __init__(self):
-        self.batches: list[list[tuple[int, int, int]]] = []
-
-    def __iter__(self):
-        return iter(self.batches)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-
-def cores_per_process() -> int:
-    """The cores this process may use, shared with the other local ranks of torchrun."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-
-
-class TorchDecoder:
-    """PyAV decoding in DataLoader workers: at most one per core (more only compete for the
-    cores), started once and kept across epochs (starting them costs seconds every epoch)."""
-
-    def __init__(self, num_workers: int, device: torch.device):
-        self.num_workers, self.device = min(num_workers, cores_per_process()), device
-        self._plan, self._loader, self._source = _EpochPlan(), None, None
-
-    def run(self, index, cfg, epoch, plan):
-        """Per batch of `plan`: the normalised clips on the device and the full-frame means.
-        One iteration at a time: a new one takes the workers over from an unfinished one."""
-        if self._source != (id(index), cfg):
-            # forkserver: workers forked from a clean server, never from a process running DALI/torch threads
-            self._loader = DataLoader(_DecodeDataset(index, cfg), batch_sampler=self._plan, num_workers=self.num_workers,
-                                      collate_fn=_stack, pin_memory=self.device.type == "cuda",
-                                      multiprocessing_context="forkserver" if self.num_workers else None,
-                                      persistent_workers=self.num_workers > 0, worker_init_fn=tied_to_this_process())
-            self._source = (id(index), cfg)
-        self._plan.batches = [[(s, k, epoch) for s, k in batch] for batch in plan]
-        for items, stacked in zip(plan, self._loader):
-            if isinstance(stacked, DecodeFailure):
-                raise ShardFormatError(stacked)
-            frames, means = stacked
-            flips = torch.tensor([params_of(index, cfg, epoch, s, k).flip for s, k in items], device=self.device)
-            yield normalise(frames.to(self.device, non_blocking=True), flips), means
 
 
 def build_loader(shards_dir, split: str, *, backend: str = "dali", batch_size: int, frames: int = 16,
@@ -236,7 +130,7 @@ def build_loader(shards_dir, split: str, *, backend: str = "dali", batch_size: i
     if backend == "torch":
         decoder = TorchDecoder(num_threads, dev)
     elif backend == "dali":
-        from .dali_pipeline import DaliDecoder
+        from .dali_decoder import DaliDecoder
         decoder = DaliDecoder(batch_size, num_threads, dev, size)
     else:
         raise ValueError(f"backend must be 'dali' or 'torch', not {backend!r}")

@@ -12,15 +12,14 @@ move (a moving, reshaping flat box still shows the motion the entropy loss is me
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 
 EPS = 1e-3  # pixels; absorbs float32 rounding of boxes stored from whole pixel edges
 # Kinetics RGB statistics, as torchvision's video models use them
-MEAN = (0.43216, 0.394666, 0.37645)
-STD = (0.22803, 0.22145, 0.216989)
+CLIP_MEAN = (0.43216, 0.394666, 0.37645)
+CLIP_STD = (0.22803, 0.22145, 0.216989)
 
 
 def box_rects(rows: np.ndarray, frames: np.ndarray, height: int, width: int, y0: int, x0: int, size: int,
@@ -77,7 +76,7 @@ def normalise(frames: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     One channels-first float copy and one multiply-add (each pass over the batch counts on a CPU)."""
     b, t, h, w, _ = frames.shape
     dev = frames.device
-    std, mean = torch.tensor(STD, device=dev), torch.tensor(MEAN, device=dev)
+    std, mean = torch.tensor(CLIP_STD, device=dev), torch.tensor(CLIP_MEAN, device=dev)
     frames = torch.where(flips.view(-1, 1, 1, 1, 1), frames.flip(3), frames)
     clip = torch.empty((b, 3, t, h, w), device=dev)
     clip.copy_(frames.permute(0, 4, 1, 2, 3))
@@ -94,7 +93,7 @@ def masked_copy(clip: torch.Tensor, means: torch.Tensor, rects: torch.Tensor, fl
     """
     b, _, t, h, w = clip.shape
     dev = clip.device
-    std, mean = torch.tensor(STD, device=dev), torch.tensor(MEAN, device=dev)
+    std, mean = torch.tensor(CLIP_STD, device=dev), torch.tensor(CLIP_MEAN, device=dev)
     flip = flips.view(-1, 1, 1)
     r0, r1, c0, c1 = rects.unbind(-1)
     c0, c1 = torch.where(flip, w - c1, c0), torch.where(flip, w - c0, c1)

@@ -1,11 +1,11 @@
 """The DALI decoder of the loader: every DALI op name this project uses lives here.
 
-Python picks the samples and frames (shards/sampling.py) and reads, through the shard index
+Python picks the samples and frames (shards/loader/sampling.py) and reads, through the shard index
 files, only the video segments each clip spans (SplitIndex.clip_stream); DALI decodes only the
 frames of each clip (NVDEC via the "mixed"
 backend on a GPU, FFmpeg's CPU decoders otherwise: VP8, VP9, MJPEG), slices the crop, flips,
 normalises and lays it out channels-first in one crop_mirror_normalize (what
-shards.masking.normalise does in torch for the reference loader; in DALI the loader took 0.86x
+shards/loader/masking.py normalise does in torch for the reference loader; in DALI the loader took 0.86x
 the CPU per clip on 2 cores, benchmarks/README.md), and computes the full-frame means the
 masking needs. Batches reach torch on the device without a trip through the host. Feeding DALI
 from Python, instead of fn.readers.webdataset, is what gives both backends the same clips,
@@ -19,9 +19,9 @@ import torch
 from nvidia.dali import fn, pipeline_def, types
 from nvidia.dali.plugin.pytorch import DALIGenericIterator, LastBatchPolicy
 
-from .format import ShardFormatError
-from .loader import params_of
-from .masking import MEAN, STD
+from ..format import ShardFormatError
+from .masking import CLIP_MEAN, CLIP_STD
+from .sampling import params_of
 
 
 
@@ -55,7 +55,7 @@ class DaliDecoder:
                                                             batch_info=True, dtype=[types.UINT8] + [types.INT32] * 3)
             decoded = fn.decoders.video(video, device="mixed" if gpu else "cpu", frames=frames)
             crop = fn.slice(decoded, start, [self.size, self.size], axis_names="HW")
-            clip = fn.crop_mirror_normalize(crop, mirror=flip, mean=[255 * m for m in MEAN], std=[255 * s for s in STD],
+            clip = fn.crop_mirror_normalize(crop, mirror=flip, mean=[255 * m for m in CLIP_MEAN], std=[255 * s for s in CLIP_STD],
                                             output_layout="CFHW", dtype=types.FLOAT)
             means = fn.reductions.mean(decoded, axis_names="HW", dtype=types.FLOAT)
             return clip, means
@@ -63,7 +63,7 @@ class DaliDecoder:
         return pipe()
 
     def run(self, index, cfg, epoch, plan):
-        """Per batch of `plan`, on the device: the clips as shards.masking.normalise makes them, and
+        """Per batch of `plan`, on the device: the clips as shards/loader/masking.py normalise makes them, and
         the full-frame means."""
         self._plan, self._job = plan, (index, cfg, epoch)
         if not plan:

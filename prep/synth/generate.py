@@ -32,10 +32,11 @@ import numpy as np
 from tqdm import tqdm
 
 from shards.cli import Parser, entry_point, integer, number
+from shards.files import write_atomic
 from shards.video import encode_file
 
-from .synth_actor import ACTIONS, NOVEL_ACTIONS, Motion, draw_capsules, dof_tracks, mask_box, random_look, skeleton
-from .synth_scenes import MAIN_SCENES, NOVEL_SCENES, render_background
+from .actor import ACTIONS, NOVEL_ACTIONS, Motion, draw_capsules, dof_tracks, mask_box, random_look, skeleton
+from .scenes import MAIN_SCENES, NOVEL_SCENES, SCENES, render_background, scene_names, scene_soft_label
 
 SPLITS = ("train", "val", "test", "novel_train", "novel_test")
 FPS = 15.0
@@ -155,9 +156,7 @@ def _make_one(job: tuple[VideoSpec, str, str]) -> dict:
     rel = Path(spec.split) / spec.action / f"{spec.key}.{ext}"
     path = Path(out) / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(encode_file(frames, FPS, codec))
-    os.replace(tmp, path)
+    write_atomic(path, encode_file(frames, FPS, codec))
     home = HOME_SCENE.get(spec.action)
     return {"id": spec.id, "key": spec.key, "file": rel.as_posix(), "label": spec.action, "scene": spec.scene,
             "home_scene": home, "frames": spec.frames, "fps": FPS, "width": spec.size, "height": spec.size,
@@ -192,7 +191,10 @@ def generate(out: Path, counts: dict[str, int], bias: float = 0.9, frames: int =
              "fps": FPS, "difficulty": difficulty, "difficulty_settings": asdict(DIFFICULTIES[difficulty]),
              "codec": codec, "counts": {s: counts.get(s, 0) for s in SPLITS},
              "actions": list(ACTIONS), "novel_actions": list(NOVEL_ACTIONS),
-             "scenes": MAIN_SCENES, "novel_scenes": NOVEL_SCENES, "home_scene": HOME_SCENE}
+             "scenes": MAIN_SCENES, "novel_scenes": NOVEL_SCENES, "home_scene": HOME_SCENE,
+             # what prep-shards needs to label this world without importing it: the manifest's scene
+             # names and each scene's soft label (float32 values, exact through JSON)
+             "scene_names": scene_names(), "scene_labels": {s: scene_soft_label(s).tolist() for s in SCENES}}
     (ann / "world.json").write_text(json.dumps(world, indent=1) + "\n")
     return truth
 

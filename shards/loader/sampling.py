@@ -16,10 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .format import BOX_ROW, LABEL, META, NUM_SCENES, SCENE, BOXES_RAW, VIDEO_EXTS, ShardFormatError, raw_to_rows
-from .index import parse_index
-from .manifest import read_manifest, shard_files
-from .video import IVF_HEADER, clip_stream, ivf_frames, segment_range
+from ..format import (BOX_ROW, LABEL, META, NUM_SCENES, SCENE, BOXES_RAW, VIDEO_EXTS, ShardFormatError, raw_to_rows,
+                      scene_problem)
+from ..index import parse_index
+from ..manifest import read_manifest, shard_files
+from ..video import IVF_HEADER, clip_stream, ivf_frames, segment_range
 
 
 @dataclass(frozen=True)
@@ -29,9 +30,6 @@ class MaskFilter:
 
     min_score: float = 0.3
     min_fraction: float = 0.7
-
-
-SCENE_SUM_TOL = 1e-3  # a scene label sums to 1 within this (shards/FORMAT.md)
 
 
 def sample_problem(meta, label: int, scene: np.ndarray, rows: np.ndarray, video_size: int, num_classes: int) -> str:
@@ -47,10 +45,8 @@ def sample_problem(meta, label: int, scene: np.ndarray, rows: np.ndarray, video_
             return f"metadata {field} is {meta.get(field)!r}, not a frame size"
     if not 0 <= label < num_classes:
         return f"label {label} outside [0, {num_classes}) (the manifest's classes)"
-    if not np.isfinite(scene).all():
-        return "scene label holds NaN or inf"
-    if (scene < 0).any() or abs(float(scene.sum()) - 1) > SCENE_SUM_TOL:
-        return f"scene label is not a distribution (min {scene.min():.3g}, sum {scene.sum():.6f})"
+    if why := scene_problem(scene):
+        return why
     if not np.isfinite(rows).all() or (np.diff(rows[:, 0]) < 0).any() or ((rows[:, 0] < 0) | (rows[:, 0] >= frames)).any():
         return "boxes.f32 holds non-finite values or frames out of order or range"
     try:
@@ -185,23 +181,17 @@ class SplitIndex:
         return {**self.__dict__, "_fds": {}}
 
 
-def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int, world_size: int,
-                  train: bool) -> list[np.ndarray]:
-    """The sample ids this rank reads in this epoch, as batches.
-
-    train: one permutation of all samples from (seed, epoch), dealt round-robin to the ranks,
-    each rank keeping the same whole number of batches (the rest is dropped this epoch and
-    comes up in others), so DDP ranks step together. eval: samples rank, rank + world_size, ...
-    in file order, every sample exactly once over the ranks, the last batch partial.
+def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int, world_size: int) -> list[np.ndarray]:
+    """The sample ids this rank trains on in this epoch, as batches: one permutation of all
+    samples from (seed, epoch), dealt round-robin to the ranks, each rank keeping the same whole
+    number of batches (the rest is dropped this epoch and comes up in others), so DDP ranks step
+    together. (Evaluation reads every sample once, in file order: ClipLoader.batches.)
     """
-    if train:
-        per_rank = (n // world_size) // batch_size * batch_size
-        if per_rank == 0:
-            raise ValueError(f"{n} samples cannot give each of {world_size} rank(s) a batch of {batch_size}")
-        mine = np.random.default_rng([seed, epoch]).permutation(n)[rank::world_size][:per_rank]
-        return list(mine.reshape(-1, batch_size))
-    mine = np.arange(rank, n, world_size)
-    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    per_rank = (n // world_size) // batch_size * batch_size
+    if per_rank == 0:
+        raise ValueError(f"{n} samples cannot give each of {world_size} rank(s) a batch of {batch_size}")
+    mine = np.random.default_rng([seed, epoch]).permutation(n)[rank::world_size][:per_rank]
+    return list(mine.reshape(-1, batch_size))
 
 
 @dataclass(frozen=True)
@@ -232,3 +222,27 @@ def clip_params(sample: int, total_frames: int, height: int, width: int, *, fram
         start = room // 2 if clips == 1 else int(round(clip * room / (clips - 1)))
         y0, x0, flip = (height - size) // 2, (width - size) // 2, False
     return ClipParams(np.minimum(start + np.arange(frames) * stride, total_frames - 1), y0, x0, flip)
+
+
+@dataclass(frozen=True)
+class LoaderConfig:
+    batch_size: int
+    frames: int = 16          # frames per clip
+    size: int = 112           # crop side, pixels of the stored frames
+    stride: int = 1           # frame step inside a clip
+    train: bool = True        # random window/crop/flip and per-epoch shuffle; else centred, in order
+    clips: int = 1            # eval only: evenly spaced clips per video (video-level protocol)
+    seed: int = 0
+    rank: int = 0
+    world_size: int = 1
+    mask_threshold: float = 0.3   # boxes with score >= this are masked
+    mask_dilate: float = 0.0      # grow boxes by this fraction of their size per side
+    mask_shape: str = "box"       # "box" (per frame) or "tube" (clip union)
+
+
+def params_of(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip: int):
+    """The frames, crop and flip of one clip (clip_params for this loader's settings)."""
+    meta = index.meta[sample]
+    return clip_params(sample, int(index.frames[sample]), meta["height"], meta["width"], frames=cfg.frames,
+                       stride=cfg.stride, size=cfg.size, seed=cfg.seed, epoch=epoch, train=cfg.train,
+                       clip=clip, clips=cfg.clips)

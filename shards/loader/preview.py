@@ -13,15 +13,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .cli import USAGE, Parser, entry_point, integer, one_line
-from .loader import build_loader, describe
-from .masking import MEAN, STD
+from ..cli import USAGE, Parser, entry_point, integer, one_line
+from .clip_loader import build_loader, describe
+from .masking import CLIP_MEAN, CLIP_STD
 from .sampling import SplitIndex
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """Normalised (3, T, H, W) -> uint8 (T, H, W, 3)."""
-    x = x.permute(1, 2, 3, 0).cpu() * torch.tensor(STD) + torch.tensor(MEAN)
+    x = x.permute(1, 2, 3, 0).cpu() * torch.tensor(CLIP_STD) + torch.tensor(CLIP_MEAN)
     return (x * 255).round().clamp(0, 255).to(torch.uint8).numpy()
 
 

@@ -1,0 +1,86 @@
+"""One iteration of debiased pretraining (Choi et al., NeurIPS 2019, Sec. 3.3): the step that
+train/pretrain.py runs and benchmarks/train_step.py times.
+
+    alternate (the paper): (a) one optimizer step on CE + scene adversary over the original clip,
+                           (b) one on the human mask confusion loss over its masked copy;
+    joint:                 one forward over both clips stacked, one step on the sum.
+
+The scene adversary is the scene head behind the gradient reversal layer (train/
+gradient_reversal.py); without it (`adv=False`) the head still learns the scene, on detached
+features, so its accuracy keeps measuring how much scene the features hold. The masked pass
+counts only clips whose video passed the people filter and that show a person (`mask_ok &
+has_human`); every rank runs it even when its batch has none (weight 0), as DDP needs.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from train.entropy_loss import entropy_loss
+from train.gradient_reversal import reverse_gradient
+from train.scene_loss import scene_loss
+
+SCHEDULES = ("alternate", "joint")
+
+
+@dataclass(frozen=True)
+class Losses:
+    adv: bool = True                 # scene adversary through gradient reversal
+    ent: bool = True                 # entropy maximisation on the masked clips
+    adv_lambda: float = 0.5          # gradient reversal strength
+    ent_weight: float = 1.0          # weight of the entropy loss
+    hard_scene_labels: bool = False  # the scene label's argmax instead of the soft label
+    schedule: str = "alternate"      # one of SCHEDULES
+
+
+class DebiasStep:
+    """`step(batch)` trains on one batch of the loader and returns its losses as floats
+    {"ce", "scene", "entropy"} (one host sync per step). `net` and `head` may be DDP-wrapped."""
+
+    def __init__(self, net: torch.nn.Module, head: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: torch.amp.GradScaler, losses: Losses, amp: Callable = contextlib.nullcontext,
+                 channels_last: bool = False):
+        if losses.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, not {losses.schedule!r}")
+        self.net, self.head, self.optimizer, self.scaler = net, head, optimizer, scaler
+        self.losses, self.amp, self.channels_last = losses, amp, channels_last
+
+    def optimize(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+
+    def _adversary(self, logits: torch.Tensor, features: torch.Tensor, batch: dict):
+        scene_in = reverse_gradient(features, self.losses.adv_lambda) if self.losses.adv else features.detach()
+        return (F.cross_entropy(logits.float(), batch["label"]),
+                scene_loss(self.head(scene_in), batch["scene"], self.losses.hard_scene_labels))
+
+    def __call__(self, batch: dict) -> dict:
+        losses, clip = self.losses, batch["clip"]
+        if self.channels_last:
+            clip = clip.contiguous(memory_format=torch.channels_last_3d)
+        weight = batch["mask_ok"] & batch["has_human"]
+        ent_loss = torch.zeros((), device=clip.device)
+        if losses.schedule == "alternate":
+            with self.amp():
+                ce, adv_loss = self._adversary(*self.net(clip, with_features=True), batch)
+            self.optimize(ce + adv_loss)
+            if losses.ent:
+                with self.amp():
+                    ent_loss = entropy_loss(self.net(batch["masked"]), weight)
+                self.optimize(losses.ent_weight * ent_loss)
+        else:
+            x = torch.cat([clip, batch["masked"]]) if losses.ent else clip
+            with self.amp():
+                logits, features = self.net(x, with_features=True)
+                n = len(clip)
+                ce, adv_loss = self._adversary(logits[:n], features[:n], batch)
+                if losses.ent:
+                    ent_loss = entropy_loss(logits[n:], weight)
+            self.optimize(ce + adv_loss + losses.ent_weight * ent_loss)
+        return {"ce": ce.item(), "scene": adv_loss.item(), "entropy": ent_loss.item()}
