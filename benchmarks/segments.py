@@ -27,8 +27,7 @@ from benchmarks.common import report  # noqa: E402
 from shards.cli import Parser, entry_point, integer  # noqa: E402 (after the sys.path fix above)
 from benchmarks.loader import (POSITIONS, SEED, clip_plan, decode_only_dali, disk_bytes, machine, make_jpeg_folders,
                                make_raw, measure, ours, position_plan, python_m)
-from shards.loader import LoaderConfig
-from shards.loader import SplitIndex
+from shards.loader import LoaderConfig, SplitIndex  # noqa: E402
 
 
 def make_shards(raw: Path, out: Path, gop: int, workers: int) -> Path:
