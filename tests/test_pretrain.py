@@ -16,7 +16,8 @@ import torchvision
 
 from train import checkpoint
 from train.export import main as export_main
-from train.pretrain import TERMINATED, main as pretrain
+from train.config import parse_fields
+from train.pretrain import TERMINATED, Config, main as pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,6 +107,18 @@ def test_bad_flags_and_refusals(synth_shards, tmp_path, capsys):
     assert pretrain(args(synth_shards, tmp_path, "--max-steps", "1")) == 0
     with pytest.raises(SystemExit, match="exists and --no-resume was given"):
         pretrain(args(synth_shards, tmp_path, "--no-resume"))
+
+
+def test_parse_fields_gives_only_the_flags_set(capsys):
+    """What finetune passes on to pretrain: the fields its flags set, typed and checked, and no
+    defaults that would override what the checkpoint says."""
+    assert parse_fields(Config, ["--batch-size", "4", "--no-resume", "--frames", "16"], "x") == \
+        {"batch_size": 4, "resume": False, "frames": 16}
+    assert parse_fields(Config, [], "x") == {}
+    with pytest.raises(SystemExit) as usage:
+        parse_fields(Config, ["--batch-size", "0"], "x", prog="pretrain")
+    assert usage.value.code == 2
+    assert capsys.readouterr().err == "pretrain: error: argument --batch-size: must be a whole number >= 1, not 0 (see --help)\n"
 
 
 def test_two_stage_recipe_inits_from_stage_one(synth_shards, tmp_path, capsys):

@@ -39,7 +39,7 @@ def _parser_type(hint):
     return number() if hint is float else hint
 
 
-def parse_config(cls, argv: list[str] | None, description: str, prog: str | None = None):
+def _parser(cls, description: str, prog: str | None, given_only: bool = False) -> Parser:
     helps = _field_help(cls)
     hints = typing.get_type_hints(cls, include_extras=True)  # annotations are strings (PEP 563)
     parser = Parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -47,9 +47,21 @@ def parse_config(cls, argv: list[str] | None, description: str, prog: str | None
         flag = "--" + f.name.replace("_", "-")
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default = None if required else (f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        if given_only:  # a flag not on the command line leaves no attribute
+            required, default = False, argparse.SUPPRESS
         if hints[f.name] is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=helps.get(f.name))
         else:
             parser.add_argument(flag, type=_parser_type(hints[f.name]), default=default, required=required,
                                 help=helps.get(f.name))
-    return cls(**vars(parser.parse_args(argv)))
+    return parser
+
+
+def parse_config(cls, argv: list[str] | None, description: str, prog: str | None = None):
+    return cls(**vars(_parser(cls, description, prog).parse_args(argv)))
+
+
+def parse_fields(cls, argv: list[str] | None, description: str, prog: str | None = None) -> dict:
+    """Only the fields that argv sets, typed and checked as parse_config does: settings for a
+    config another program builds (finetune passes its other flags on to pretrain this way)."""
+    return vars(_parser(cls, description, prog, given_only=True).parse_args(argv))

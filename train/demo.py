@@ -34,7 +34,7 @@ from prep.synth.generate import DIFFICULTIES, generate
 from prep.synth.scenes import SCENES
 from shards.cli import Parser, entry_point, integer, number
 from train.evaluate import dataset_bias, evaluate_model
-from train.finetune import main as finetune
+from train.finetune import run as finetune
 from train.model import ARCHS
 from train.pretrain import Config as PretrainConfig, run as pretrain
 
@@ -61,20 +61,17 @@ def make_data(a, data: Path) -> dict[str, Path]:
     return out
 
 
-def run_args(a) -> list[str]:
-    """Flags shared by pretraining and the novel-action probe."""
-    return ["--device", "cpu", "--loader", a.loader, "--workers", str(a.workers), "--batch-size", str(a.batch_size),
-            "--optimizer", "adamw", "--weight-decay", "1e-4", "--log-every", "20", "--ckpt-every", "100000",
-            "--val-every", "0"]  # the demo evaluates afterwards, at video level
+def run_settings(a) -> dict:
+    """Pretraining settings shared by the models and their novel-action probes."""
+    return dict(device="cpu", loader=a.loader, workers=a.workers, batch_size=a.batch_size, optimizer="adamw",
+                weight_decay=1e-4, log_every=20, ckpt_every=100000,
+                val_every=0)  # the demo evaluates afterwards, at video level
 
 
 def pretrain_config(a, shards: Path, out: Path, debias: str, seed: int) -> PretrainConfig:
-    return PretrainConfig(
-        shards=str(shards), out=str(out), debias=debias, seed=seed, device="cpu", loader=a.loader, workers=a.workers,
-        batch_size=a.batch_size, optimizer="adamw", weight_decay=1e-4, log_every=20, ckpt_every=100000,
-        val_every=0,  # the demo evaluates afterwards, at video level
-        arch=a.arch, input=a.input, frames=a.frames, stride=a.stride, size=a.size, lr=a.lr, epochs=1000,
-        max_steps=a.steps, adv_lambda=a.adv_lambda, mask_shape=a.mask_shape)
+    return PretrainConfig(shards=str(shards), out=str(out), debias=debias, seed=seed, arch=a.arch, input=a.input,
+                          frames=a.frames, stride=a.stride, size=a.size, lr=a.lr, epochs=1000, max_steps=a.steps,
+                          adv_lambda=a.adv_lambda, mask_shape=a.mask_shape, **run_settings(a))
 
 
 def home_metrics(predictions: Path, classes: list[str], world: dict) -> dict:
@@ -103,9 +100,8 @@ def run_seed(a, seed: int, data: dict, runs: Path) -> dict:
         val = evaluate_model(ckpt, data["main"], "val", **ev)
         test = evaluate_model(ckpt, data["main"], "test", probe_split="train", masked=False,  # masked figures: on val
                               predictions=out / "test_predictions.jsonl", **ev)
-        if finetune(["--init", str(ckpt), "--shards", str(data["novel"]), "--out", str(out / "novel"), "--linear-probe",
-                     "--clips", str(a.clips), "--lr", str(a.probe_lr), "--epochs", str(a.probe_epochs),
-                     *run_args(a)]) != 0:
+        if finetune(ckpt, [str(data["novel"])], out / "novel", linear_probe=True, clips=a.clips, lr=a.probe_lr,
+                    epochs=a.probe_epochs, **run_settings(a)) != 0:
             raise SystemExit(f"demo: novel transfer of {name} failed")
         novel = json.loads((out / "novel" / "results.json").read_text())
         results[name] = {"val_top1": val["top1"], "test_top1": test["top1"],

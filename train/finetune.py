@@ -27,7 +27,7 @@ from shards.manifest import read_manifest
 from train import checkpoint
 from train.distributed import cleanup, print0
 from train.evaluate import evaluate_model
-from train.config import parse_config
+from train.config import parse_fields
 from train.pretrain import Config as PretrainConfig, run as pretrain
 
 
@@ -51,32 +51,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=number(above=0), default=1e-3)
     p.add_argument("--epochs", type=integer(1), default=30)
     a, rest = p.parse_known_args(argv)
-    source = checkpoint.load(a.init)["config"]
-    inherited = ["--arch", source["arch"], "--input", source["input"], "--frames", str(source["frames"]),
-                 "--size", str(source["size"]), "--stride", str(source["stride"])]
-    results = {"init": a.init, "linear_probe": a.linear_probe, "splits": {}}
-    for shards in a.shards.split(","):
+    settings = parse_fields(PretrainConfig, rest, "train/pretrain.py", prog="pretrain")  # its flags, its messages
+    return run(a.init, a.shards.split(","), a.out, linear_probe=a.linear_probe, clips=a.clips, lr=a.lr,
+               epochs=a.epochs, **settings)
+
+
+def run(init: str | Path, targets: list[str], out: str | Path, *, linear_probe: bool = False, clips: int = 10,
+        lr: float = 1e-3, epochs: int = 30, **settings) -> int:
+    """Fine-tune `init` on each target shard folder and evaluate it; `settings` are fields of
+    train/pretrain.py's Config (device, loader, batch_size, ...) that override the rest."""
+    source = checkpoint.load(init)["config"]
+    inherited = {k: source[k] for k in ("arch", "input", "frames", "size", "stride")}
+    results = {"init": str(init), "linear_probe": linear_probe, "splits": {}}
+    for shards in targets:
         train_split, test_split = splits_of(shards)
-        out = Path(a.out) / Path(shards).name
-        flags = [*inherited, "--shards", shards, "--out", str(out), "--train-split", train_split,
-                 "--val-split", test_split, "--init", a.init, "--no-init-head", "--debias", "none",
-                 "--lr", str(a.lr), "--epochs", str(a.epochs), *(["--freeze-backbone"] if a.linear_probe else []), *rest]
-        # the pass-through flags come last, so that they override what the checkpoint suggests
-        cfg = parse_config(PretrainConfig, flags, "train/pretrain.py", prog="pretrain")  # its flags, its messages
+        target = Path(out) / Path(shards).name
+        cfg = PretrainConfig(**{**inherited, "shards": shards, "out": str(target), "train_split": train_split,
+                                "val_split": test_split, "init": str(init), "init_head": False, "debias": "none",
+                                "lr": lr, "epochs": epochs, "freeze_backbone": linear_probe, **settings})
         code = pretrain(cfg)
         if code:
             return code
         if int(os.environ.get("RANK", 0)) == 0:
             results["splits"][Path(shards).name] = evaluate_model(
-                out / "checkpoint.pt", shards, test_split, clips=a.clips,
+                target / "checkpoint.pt", shards, test_split, clips=clips,
                 device=cfg.device if torch.cuda.is_available() else "cpu", loader=cfg.loader,
                 batch_size=cfg.batch_size, workers=cfg.workers)
             print0(f"{shards}: video-level top-1 {results['splits'][Path(shards).name]['top1']:.4f}")
     if results["splits"]:
         tops = [r["top1"] for r in results["splits"].values()]
         results["mean_top1"] = sum(tops) / len(tops)
-        Path(a.out).mkdir(parents=True, exist_ok=True)
-        (Path(a.out) / "results.json").write_text(json.dumps(results, indent=1) + "\n")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "results.json").write_text(json.dumps(results, indent=1) + "\n")
         print0(f"mean video-level top-1 over {len(tops)} split(s): {results['mean_top1']:.4f}")
     return 0
 
