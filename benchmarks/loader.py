@@ -32,7 +32,6 @@ windows.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import resource
@@ -40,8 +39,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Annotated, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
@@ -54,7 +55,8 @@ from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
 from benchmarks.common import report  # noqa: E402
-from shards.cli import Parser, entry_point, integer
+from train.distributed import visible_device  # noqa: E402
+from shards.cli import NonNegativeInt, PositiveInt, entry_point, integer, parse_config
 from shards.loader import LoaderConfig, build_loader, describe
 from shards.loader.masking import CLIP_MEAN, CLIP_STD, box_rects
 from shards.loader.sampling import SplitIndex, epoch_batches
@@ -573,29 +575,28 @@ def print_tables(result: dict) -> None:
         print(f"GPU check: {result['gpu_check']}")
 
 
+@dataclass
+class LoaderBenchConfig:
+    raw: str = ""                            # a prep-synth raw folder to use ('': make one in --work)
+    work: str = ""                           # folder for the raw set, shards, JPEG folders; reused ('': a temporary one)
+    device: Literal["cpu", "cuda"] = field(default_factory=visible_device)  # cuda when one is visible
+    videos: PositiveInt = 160                # synthetic videos to make
+    video_frames: NonNegativeInt = 0         # frames per synthetic video (0: 32, --quick 20)
+    short_frames: PositiveInt = 32           # with --video-frames N above this: also time clips from videos of this length
+    batch: PositiveInt = 8                   # clips per batch
+    batches: PositiveInt = 16                # timed batches per loader (after one warm-up)
+    frames: PositiveInt = 16                 # frames per clip
+    size: Annotated[int, integer(1, 128)] = 112  # crop side (the synthetic videos are 128 x 128)
+    workers: PositiveInt = 2                 # DataLoader workers / DALI threads, every loader
+    torch_threads: NonNegativeInt = 0        # torch threads here, where our post-processing runs (0: torch's default)
+    jpeg_quality: Annotated[int, integer(1, 95)] = 90  # of the JPEG frame folders (PIL)
+    quick: bool = False                      # tiny sizes, for the smoke test
+    json: str = ""                           # write everything measured here
+
+
 @entry_point("benchmarks/loader.py")
 def main(argv=None):
-    p = Parser(prog="benchmarks/loader.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--raw", help="a prep-synth raw folder to use (default: make one in --work)")
-    p.add_argument("--work", help="folder for the raw set, shards and JPEG folders; reused when it holds "
-                                  "them (default: a temporary folder)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--videos", type=integer(1), default=160, help="synthetic videos to make")
-    p.add_argument("--video-frames", type=integer(0), default=0, help="frames per synthetic video (default 32, --quick 20)")
-    p.add_argument("--short-frames", type=integer(1), default=32,
-                   help="with --video-frames N above this: also time clips from videos of this length")
-    p.add_argument("--batch", type=integer(1), default=8)
-    p.add_argument("--batches", type=integer(1), default=16, help="timed batches per loader (after one warm-up)")
-    p.add_argument("--frames", type=integer(1), default=16)
-    p.add_argument("--size", type=integer(1, 128), default=112, help="crop side (the synthetic videos are 128 x 128)")
-    p.add_argument("--workers", type=integer(1), default=2, help="DataLoader workers / DALI threads, every loader")
-    p.add_argument("--torch-threads", type=integer(0), default=0,
-                   help="torch threads of this process (our post-processing runs here); 0: torch's default")
-    p.add_argument("--jpeg-quality", type=integer(1, 95), default=90, help="of the JPEG frame folders (PIL)")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
-    p.add_argument("--json")
-    args = p.parse_args(argv)
+    args = parse_config(LoaderBenchConfig, argv, "benchmarks/loader.py", __doc__.splitlines()[0])
     if args.quick:
         args.videos, args.batch, args.batches = 6, 2, 2
         args.video_frames = args.video_frames or 20

@@ -17,14 +17,15 @@ ground truth (boxes and scenes need no model), on the transcoded set with the tw
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -36,7 +37,8 @@ if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
     sys.path[0] = str(ROOT)  # this script is named like the prep package: import the package, not itself
 
 from benchmarks.common import report  # noqa: E402
-from shards.cli import Parser, entry_point, integer  # noqa: E402 (after the sys.path fix above)
+from train.distributed import visible_device  # noqa: E402
+from shards.cli import PositiveInt, entry_point, parse_config  # noqa: E402 (after the sys.path fix above)
 from shards.format import NUM_SCENES  # noqa: E402
 
 
@@ -174,23 +176,25 @@ def print_tables(result: dict) -> None:
         print(f"{name:34s} {r['videos']:6d} {r['workers']:7d} {r['seconds']:8.2f} {r['videos_per_s']:8.2f}")
 
 
+@dataclass
+class PrepBenchConfig:
+    videos: PositiveInt = 12                 # synthetic videos (128 x 128)
+    frames: PositiveInt = 32                 # frames per synthetic video
+    transcoded: PositiveInt = 3              # transcoded videos (320 x 240, 30 fps)
+    transcoded_frames: PositiveInt = 90      # frames per transcoded video
+    scene_arch: str = "resnet50"             # timm architecture of the scene model (random weights)
+    scene_frames: PositiveInt = 8            # frames per video averaged for the scene label
+    det_stride: PositiveInt = 1              # detect every k-th frame, carrying boxes to the frames between
+    codec: Literal["vp9", "h264", "mjpeg"] = "vp9"  # the shards' video codec
+    workers: PositiveInt = 2                 # prep-shards decode/encode processes (end to end)
+    device: Literal["cpu", "cuda"] = field(default_factory=visible_device)  # cuda when one is visible
+    quick: bool = False                      # tiny sizes, for the smoke test
+    json: str = ""                           # write everything measured here
+
+
 @entry_point("benchmarks/prep.py")
 def main(argv=None):
-    p = Parser(prog="benchmarks/prep.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--videos", type=integer(1), default=12, help="synthetic videos (128 x 128)")
-    p.add_argument("--frames", type=integer(1), default=32, help="frames per synthetic video")
-    p.add_argument("--transcoded", type=integer(1), default=3, help="transcoded videos (320 x 240, 30 fps)")
-    p.add_argument("--transcoded-frames", type=integer(1), default=90, help="frames per transcoded video")
-    p.add_argument("--scene-arch", default="resnet50", help="timm architecture of the scene model (random weights)")
-    p.add_argument("--scene-frames", type=integer(1), default=8)
-    p.add_argument("--det-stride", type=integer(1), default=1)
-    p.add_argument("--codec", choices=["vp9", "h264", "mjpeg"], default="vp9")
-    p.add_argument("--workers", type=integer(1), default=2, help="prep-shards decode/encode processes (end to end)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
-    p.add_argument("--json")
-    args = p.parse_args(argv)
+    args = parse_config(PrepBenchConfig, argv, "benchmarks/prep.py", __doc__.splitlines()[0])
     if args.quick:
         args.videos, args.frames, args.transcoded, args.transcoded_frames = 2, 8, 1, 8
         args.scene_arch, args.scene_frames = "resnet18", 2

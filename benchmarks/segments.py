@@ -14,17 +14,18 @@ on random training windows, CPU ms per clip; and our whole DALI loader (train mo
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
     sys.path[0] = str(ROOT)  # benchmarks/prep.py would shadow the prep package
 
 from benchmarks.common import report  # noqa: E402
-from shards.cli import Parser, entry_point, integer  # noqa: E402 (after the sys.path fix above)
+from shards.cli import PositiveInt, entry_point, integer, parse_config  # noqa: E402 (after the sys.path fix above)
 from benchmarks.loader import (POSITIONS, SEED, clip_plan, decode_only_dali, disk_bytes, machine, make_jpeg_folders,
                                make_raw, measure, ours, position_plan, python_m)
 from shards.loader import LoaderConfig, SplitIndex  # noqa: E402
@@ -85,29 +86,26 @@ def print_table(result: dict) -> None:
               f"{r['loader_clips_per_s']:14.1f}")
 
 
-def gop_list(text: str) -> list[int]:
-    """An argparse type: comma-separated segment lengths, each >= 1."""
-    return [integer(1)(g) for g in text.split(",")]
+@dataclass
+class SegmentsConfig:
+    raw: str = ""                            # a prep-synth raw folder to use ('': make one in --work)
+    work: str = ""                           # folder for the raw set, shards, JPEG folders; reused ('': a temporary one)
+    gops: list[PositiveInt] = field(default_factory=lambda: [4, 8, 16, 32])  # segment lengths, comma-separated
+    videos: PositiveInt = 160                # synthetic videos to make
+    video_frames: PositiveInt = 300          # frames per synthetic video
+    batch: PositiveInt = 8                   # clips per batch
+    batches: PositiveInt = 16                # timed batches per measurement (after one warm-up)
+    frames: PositiveInt = 16                 # frames per clip
+    size: Annotated[int, integer(1, 128)] = 112  # crop side (the synthetic videos are 128 x 128)
+    workers: PositiveInt = 2                 # prep processes and DALI threads
+    device: Literal["cpu"] = "cpu"           # DALI's CPU decoder only (on a GPU: loader.py --device cuda, by position)
+    quick: bool = False                      # tiny sizes, for the smoke test
+    json: str = ""                           # write everything measured here
 
 
 @entry_point("benchmarks/segments.py")
 def main(argv=None):
-    p = Parser(prog="benchmarks/segments.py", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--raw", help="a prep-synth raw folder to use (default: make one in --work)")
-    p.add_argument("--work", help="folder for the raw set, shards and JPEG folders; reused (default: temporary)")
-    p.add_argument("--gops", type=gop_list, default=[4, 8, 16, 32], help="comma-separated segment lengths")
-    p.add_argument("--videos", type=integer(1), default=160)
-    p.add_argument("--video-frames", type=integer(1), default=300)
-    p.add_argument("--batch", type=integer(1), default=8)
-    p.add_argument("--batches", type=integer(1), default=16, help="timed batches per measurement (after one warm-up)")
-    p.add_argument("--frames", type=integer(1), default=16)
-    p.add_argument("--size", type=integer(1, 128), default=112)
-    p.add_argument("--workers", type=integer(1), default=2, help="prep processes and DALI threads")
-    p.add_argument("--device", choices=["cpu"], default="cpu",
-                   help="DALI's CPU decoder only; on a GPU, loader.py --device cuda reports the cost by position")
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
-    p.add_argument("--json")
-    args = p.parse_args(argv)
+    args = parse_config(SegmentsConfig, argv, "benchmarks/segments.py", __doc__.splitlines()[0])
     if args.quick:
         args.videos, args.video_frames, args.batch, args.batches, args.gops = 4, 40, 2, 2, [8, 16]
     with tempfile.TemporaryDirectory() as tmp:

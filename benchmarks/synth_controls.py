@@ -17,8 +17,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass
 from multiprocessing import Pool
 from pathlib import Path
+from typing import Annotated, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
@@ -29,7 +31,7 @@ import torch
 from torch import nn
 
 from prep.synth.generate import DIFFICULTIES, plan_split, render_video
-from shards.cli import Parser, entry_point, integer, number
+from shards.cli import NonNegativeInt, PositiveFloat, PositiveInt, entry_point, integer, parse_config, refuse
 from prep.synth.actor import ACTIONS
 from prep.synth.scenes import MAIN_SCENES
 from train.model import R3D18
@@ -149,31 +151,35 @@ def train_frame2d(train, test, target, masked, args):
     return {"steps": steps, "test_top1": acc, "chance": round(1 / classes, 4)}
 
 
+@dataclass
+class ControlsConfig:
+    difficulty: Literal[tuple(DIFFICULTIES)] = "easy"  # of the synthetic world (prep-synth --difficulty)
+    train: PositiveInt = 800                 # training videos
+    test: PositiveInt = 300                  # test videos
+    frames: PositiveInt = 32                 # frames per video
+    size: Annotated[int, integer(16)] = 64   # frame side in pixels (even)
+    clip_frames: PositiveInt = 16            # frames per clip of clip3d (at most --frames)
+    crop: PositiveInt = 56                   # crop side of clip3d's clips (at most --size)
+    width: PositiveInt = 16                  # R3D-18 width (64: the paper's network)
+    input: Literal["rgb", "rgbdiff"] = "rgbdiff"  # rgbdiff: clip + frame differences
+    batch: PositiveInt = 16                  # clips per clip3d step
+    lr: PositiveFloat = 1e-3                 # clip3d's AdamW learning rate
+    steps: PositiveInt = 400                 # clip3d training steps
+    eval_every: PositiveInt = 100            # clip3d steps between test evaluations
+    seconds_2d: PositiveFloat = 60.0         # seconds of training for each 2D control
+    seed: NonNegativeInt = 0                 # seeds the videos, the weights and the batches
+    workers: PositiveInt = 2                 # rendering processes and torch threads
+    skip_3d: bool = False                    # leave out clip3d
+    skip_2d: bool = False                    # leave out frame2d, scene2d and masked2d
+    json: str = ""                           # write everything measured here
+
+
 @entry_point("benchmarks/synth_controls.py")
 def main(argv=None):
-    p = Parser(prog="benchmarks/synth_controls.py", description=__doc__.splitlines()[0])
-    p.add_argument("--difficulty", default="easy", choices=list(DIFFICULTIES))
-    p.add_argument("--train", type=integer(1), default=800)
-    p.add_argument("--test", type=integer(1), default=300)
-    p.add_argument("--frames", type=integer(1), default=32)
-    p.add_argument("--size", type=integer(16), default=64)
-    p.add_argument("--clip-frames", type=integer(1), default=16)
-    p.add_argument("--crop", type=integer(1), default=56)
-    p.add_argument("--width", type=integer(1), default=16)
-    p.add_argument("--input", choices=["rgb", "rgbdiff"], default="rgbdiff")
-    p.add_argument("--batch", type=integer(1), default=16)
-    p.add_argument("--lr", type=number(above=0), default=1e-3)
-    p.add_argument("--steps", type=integer(1), default=400)
-    p.add_argument("--eval-every", type=integer(1), default=100)
-    p.add_argument("--seconds-2d", type=number(above=0), default=60)
-    p.add_argument("--seed", type=integer(0), default=0)
-    p.add_argument("--workers", type=integer(1), default=2)
-    p.add_argument("--skip-3d", action="store_true")
-    p.add_argument("--skip-2d", action="store_true")
-    p.add_argument("--json")
-    args = p.parse_args(argv)
+    args = parse_config(ControlsConfig, argv, "benchmarks/synth_controls.py", __doc__.splitlines()[0])
     if args.size % 2 or args.crop > args.size or args.clip_frames > args.frames:
-        p.error("--size must be even, --crop at most --size, --clip-frames at most --frames")
+        refuse("benchmarks/synth_controls.py",
+               ["--size must be even, --crop at most --size, --clip-frames at most --frames"])
     torch.set_num_threads(args.workers)
     t0 = time.time()
     train = render_split("train", args.train, args)

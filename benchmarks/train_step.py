@@ -18,7 +18,6 @@ and backward of one dual-pass sample, from which the achieved FLOP/s follow.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import statistics
@@ -26,7 +25,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 if sys.path and Path(sys.path[0]).resolve() == ROOT / "benchmarks":
@@ -36,12 +37,13 @@ import torch  # noqa: E402 (after the sys.path fix above)
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from benchmarks.common import report  # noqa: E402
-from shards.cli import Parser, entry_point, integer
+from train.distributed import visible_device  # noqa: E402
+from shards.cli import NonNegativeInt, PositiveInt, entry_point, integer, parse_config, refuse
 from shards.format import NUM_SCENES
 from shards.loader import build_loader
 from train.gradient_reversal import reverse_gradient
 from train.model import ARCHS, SceneHead, build_backbone
-from train.step import DebiasStep, Losses
+from train.step import SCHEDULES, DebiasStep, Losses
 
 CLASSES = 10  # the synthetic set's; the backbone's cost barely depends on it
 
@@ -208,44 +210,55 @@ def print_tables(result: dict) -> None:
               f"{r['data_stall_fraction']:6.1%} {r['achieved_tflops']['memory']:11.3f}")
 
 
+@dataclass
+class TrainStepConfig:
+    device: Literal["cpu", "cuda"] = field(default_factory=visible_device)  # cuda when one is visible
+    arch: Literal[tuple(ARCHS)] = "r3d18-w16"  # r3d18 (the paper), r3d18-w32, r3d18-w16
+    frames: PositiveInt = 8                  # frames per clip
+    size: PositiveInt = 56                   # crop side
+    batch: NonNegativeInt = 8                # clips per step; 0: the largest power of two that fits (GPU)
+    max_batch: PositiveInt = 256             # upper end of the --batch 0 search
+    # names checked in check(): list[Literal[...]] would be the mapper's way, but it checks a list
+    # flag's whole text with the item type, so "alternate,joint" would be refused
+    schedule: list[Literal[SCHEDULES]] = field(default_factory=lambda: list(SCHEDULES))  # comma-separated
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16, fp16: autocast (fp16 with a grad scaler)
+    channels_last: bool = False              # channels-last-3d memory format
+    steps: PositiveInt = 4                   # timed steps per measurement
+    warmup: NonNegativeInt = 1               # untimed steps first
+    # 0 leaves the workers their cores: more busy threads than cores make OpenMP's spin-waits slow every CPU op down,
+    # up to 100x (benchmarks/README.md)
+    threads: NonNegativeInt = 0              # torch threads; 0: cores minus --workers (>= 1) on CPU, torch's default on GPU
+    loader: Literal["dali", "torch"] = "dali"  # torch: the reference loader
+    workers: PositiveInt = 2                 # DALI threads / DataLoader workers
+    shards: str = ""                         # shard folder with a train split ('': make a synthetic one)
+    videos: PositiveInt = 48                 # synthetic videos to make
+    video_size: Annotated[int, integer(16)] = 64  # synthetic frame side (>= --size)
+    video_frames: PositiveInt = 16           # frames per synthetic video
+    quick: bool = False                      # tiny sizes, for the smoke test
+    json: str = ""                           # write everything measured here
+
+
+def check(args: TrainStepConfig) -> None:
+    """The combinations no flag's type can check."""
+    problems = []
+    if not args.schedule:
+        problems.append("--schedule: name at least one")
+    if args.batch == 0 and args.device != "cuda":
+        problems.append("--batch 0 (search) needs --device cuda")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        problems.append("--device cuda but no CUDA device is visible (use --device cpu)")
+    if not args.shards and (args.video_size % 2 or args.size > args.video_size):
+        problems.append(f"--video-size {args.video_size} must be even and at least --size {args.size}")
+    refuse("benchmarks/train_step.py", problems)
+
+
 @entry_point("benchmarks/train_step.py")
 def main(argv=None):
-    cuda = torch.cuda.is_available()
-    p = Parser(prog="benchmarks/train_step.py", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if cuda else "cpu")
-    p.add_argument("--arch", default="r3d18-w16", choices=list(ARCHS), help="r3d18 (the paper), r3d18-w32, r3d18-w16")
-    p.add_argument("--frames", type=integer(1), default=8)
-    p.add_argument("--size", type=integer(1), default=56)
-    p.add_argument("--batch", type=integer(0), default=8, help="clips per step; 0: the largest power of two that fits (GPU)")
-    p.add_argument("--max-batch", type=integer(1), default=256, help="upper end of the --batch 0 search")
-    p.add_argument("--schedule", nargs="+", choices=["alternate", "joint"], default=["alternate", "joint"])
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
-    p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--steps", type=integer(1), default=4, help="timed steps per measurement")
-    p.add_argument("--warmup", type=integer(0), default=1, help="untimed steps first")
-    p.add_argument("--threads", type=integer(0), default=0,
-                   help="torch threads of this process; 0: CPU cores minus --workers (at least 1) on the CPU, "
-                        "torch's default on the GPU. More busy threads than cores make OpenMP's spin-waits "
-                        "slow every CPU op down, up to 100x (benchmarks/README.md)")
-    p.add_argument("--loader", choices=["dali", "torch"], default="dali")
-    p.add_argument("--workers", type=integer(1), default=2, help="DALI threads / DataLoader workers")
-    p.add_argument("--shards", help="shard folder with a train split (default: make a synthetic one)")
-    p.add_argument("--videos", type=integer(1), default=48, help="synthetic videos to make")
-    p.add_argument("--video-size", type=integer(16), default=64, help="synthetic frame side (>= --size)")
-    p.add_argument("--video-frames", type=integer(1), default=16)
-    p.add_argument("--quick", action="store_true", help="tiny sizes, for the smoke test")
-    p.add_argument("--json")
-    args = p.parse_args(argv)
+    args = parse_config(TrainStepConfig, argv, "benchmarks/train_step.py", __doc__.splitlines()[0])
     if args.quick:
         args.frames, args.size, args.batch, args.steps, args.warmup = 4, 32, 2, 1, 1
         args.videos, args.video_size, args.video_frames = 6, 32, 6
-    if args.batch == 0 and args.device != "cuda":
-        p.error("--batch 0 (search) needs --device cuda")
-    if args.device == "cuda" and not cuda:
-        p.error("--device cuda but no CUDA device is visible (use --device cpu)")
-    if not args.shards and (args.video_size % 2 or args.size > args.video_size):
-        p.error(f"--video-size {args.video_size} must be even and at least --size {args.size}")
+    check(args)
     if args.threads or args.device == "cpu":
         torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - args.workers))
     args.threads = torch.get_num_threads()

@@ -28,22 +28,23 @@ fails on either.
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib.metadata import version
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 from tqdm import tqdm
 
 from shards import ShardWriter, add_split, new_manifest, write_manifest
-from shards.cli import Parser, entry_point, integer, number
+from shards.cli import (Fraction, NonNegativeInt, PositiveInt, config_problems, entry_point, integer, number,
+                        parse_config, refuse)
 from shards.format import MANIFEST, NUM_SCENES, Sample, ShardFormatError
 from shards.video import GOP, encode_video, encoder_options
 
@@ -54,41 +55,43 @@ from .resume import MISSING, ShardJob, plan, read_record, survey, write_json, wr
 SYNTH = ("synth", "synth-novel")
 WORK = ".prep"  # per-shard records and the run's settings, for resume and the final merge
 SHOWN = 50  # broken or partial inputs printed in the summary (all of them are in the manifest)
-FLAGS = {"splits": "split"}  # settings named otherwise than their flag
 
 
 class PrepError(Exception):
     """A run that cannot start or finish as asked; the message is one line saying what to change."""
 
 
+MIN_SHORT_SIDE = 16  # pixels: a smaller video holds no crop a model can use
+
+
 @dataclass
 class PrepConfig:
-    dataset: str
-    root: str
-    out: str
-    splits: list[str] = field(default_factory=list)  # empty: every split of the dataset
-    detector: str = ""         # "truth" (synth), "none", or a YOLO weights file; "" = dataset default
-    scene_model: str = ""      # "truth" (synth), "none", or a Places365 checkpoint; "" = dataset default
-    scene_arch: str = "resnet50"  # timm architecture of the scene checkpoint
-    scene_categories: str = ""    # categories_places365.txt, for the manifest's scene names
-    scene_frames: int = 8      # frames per video averaged for the scene label
-    det_conf: float = 0.25     # detector score threshold for storing a box
-    det_imgsz: int = 320       # detector input size
-    det_stride: int = 1        # detect every k-th frame, carrying boxes to the frames between
-    det_classes: str = ""      # the detector's classes that are people (ids or names); "" = the one named person
-    trust_detector: bool = False  # unpickle --detector unchecked (a .pt file can run code): only files you trust
-    codec: str = "vp9"         # vp9 (DALI decodes it on CPU and GPU), h264 (GPU only), mjpeg
-    gop: int = GOP             # frames per independently decodable segment: a clip decodes at most gop-1 unused frames
-    short_side: int = 128      # scale down so the short side is this (never up; sides kept even)
-    fps: float = 0.0           # resample (by timestamps) to this frame rate; 0: the source's average rate
-    shard_size: int = 128      # videos per shard
-    limit: int = 0             # first N videos of each split (by key); 0 = all
-    annotations: str = ""      # annotation folder, when not the dataset's default place
-    fold: int = 1              # ucf101 / hmdb51 split
-    workers: int = max(1, (os.cpu_count() or 2) - 1)  # decode/encode processes
-    device: str = ""           # for detector and scene model; "" = cuda:LOCAL_RANK when there is a GPU
-    strict: bool = False       # exit 1 when an input is broken or decodes only in part
-    strict_missing: bool = False  # exit 1 when a listed video is absent on disk
+    dataset: Literal[tuple(ADAPTERS)]        # the dataset adapter (prep/datasets.py)
+    root: str                                # the raw dataset folder
+    out: str                                 # the shard folder to write
+    splits: list[str] = field(default_factory=list, metadata={"flag": "split"})  # comma-separated; default: all
+    detector: str = ""                       # 'truth' (synth), 'none', a YOLO file, or an ultralytics name (yolo11m.pt)
+    scene_model: str = ""                    # 'truth' (synth), 'none', or a Places365 checkpoint (.pth.tar)
+    scene_arch: str = "resnet50"             # timm architecture of the scene checkpoint
+    scene_categories: str = ""               # categories_places365.txt, for the manifest's scene names
+    scene_frames: Annotated[int, integer(1, 1000)] = 8  # frames per video averaged for the scene label
+    det_conf: Fraction = 0.25                # detector score threshold for storing a box
+    det_imgsz: Annotated[int, integer(32, 4096)] = 320  # detector input size
+    det_stride: PositiveInt = 1              # detect every k-th frame, carrying boxes to the frames between
+    det_classes: str = ""                    # people classes, ids or names (0,1 or Normal,Fall); default: 'person'
+    trust_detector: bool = False             # unpickle --detector unchecked (a .pt can run code): files you trust
+    codec: Literal["vp9", "h264", "mjpeg"] = "vp9"  # vp9: DALI decodes it on CPU and GPU; h264: GPU only
+    gop: Annotated[int, integer(1, 1000)] = GOP  # frames per independently decodable segment
+    short_side: Annotated[int, integer(0, 4096)] = 128  # scale down so the short side is this (never up; even; 0: keep)
+    fps: Annotated[float, number(0, 240)] = 0.0  # resample (by timestamps) to this rate; 0: the source's
+    shard_size: PositiveInt = 128            # videos per shard
+    limit: NonNegativeInt = 0                # first N videos of each split (by key); 0 = all
+    annotations: str = ""                    # annotation folder, when not the dataset's default place
+    fold: Annotated[int, integer(1, 3)] = 1  # ucf101 / hmdb51 split
+    workers: PositiveInt = max(1, (os.cpu_count() or 2) - 1)  # decode/encode processes
+    device: str = ""                         # detector and scene model; "": cuda:LOCAL_RANK if there is a GPU
+    strict: bool = False                     # exit 1 if an input is broken or decodes only in part
+    strict_missing: bool = False             # exit 1 if a listed video is absent on disk
 
     def output_settings(self) -> dict:
         """The settings that change the shards' content (a resume must use the same)."""
@@ -296,65 +299,32 @@ def speed(videos: int, seconds: float) -> str:
     return f"{rate:.1f} videos/s" if rate >= 1 else f"{seconds / videos:.1f} s/video"
 
 
-MIN_SHORT_SIDE = 16  # pixels: a smaller video holds no crop a model can use
-# each numeric flag's range, checked as it is parsed: a nonsense value is refused before any work
-VALUE_TYPES = {"scene_frames": integer(1, 1000), "det_conf": number(0, 1), "det_imgsz": integer(32, 4096),
-               "det_stride": integer(1), "gop": integer(1, 1000), "short_side": integer(0, 4096),
-               "fps": number(0, 240),  # 0 keeps the source rate; above 240 a 10-s clip becomes thousands of frames
-               "shard_size": integer(1), "limit": integer(0), "fold": integer(1, 3), "workers": integer(1)}
-
-
-def parse_args(argv: list[str] | None) -> PrepConfig:
-    defaults = PrepConfig("", "", "")
-    p = Parser(prog="prep-shards", description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--dataset", required=True, choices=list(ADAPTERS), help="the dataset adapter (prep/datasets.py)")
-    p.add_argument("--root", required=True, help="the raw dataset folder")
-    p.add_argument("--out", required=True, help="the shard folder to write")
-    p.add_argument("--split", default="", help="comma-separated splits (default: all of the dataset)")
-    p.add_argument("--detector", default="", help="'truth' (synth), 'none', a YOLO weights file, or an official "
-                   "ultralytics name (yolo11m.pt) that ultralytics downloads")
-    p.add_argument("--scene-model", default="", help="'truth' (synth), 'none', or a Places365 checkpoint (.pth.tar)")
-    p.add_argument("--scene-categories", default="", help="categories_places365.txt, for the scene names")
-    for name in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride", "codec", "gop", "short_side",
-                 "fps", "shard_size", "limit", "annotations", "fold", "workers", "device"):
-        value = getattr(defaults, name)
-        kwargs = {"choices": ["vp9", "h264", "mjpeg"]} if name == "codec" else {}
-        p.add_argument("--" + name.replace("_", "-"), type=VALUE_TYPES.get(name, type(value)), default=value, **kwargs)
-    p.add_argument("--det-classes", default="", help="the detector classes that are people, as ids or names, "
-                   "comma-separated (e.g. 0,1 or Normal,Fall); default: the class named 'person'")
-    p.add_argument("--strict", action="store_true",
-                   help="exit 1 if an input is broken or decodes only in part (missing videos do not count)")
-    p.add_argument("--strict-missing", action="store_true", help="exit 1 if a listed video is absent on disk")
-    p.add_argument("--trust-detector", action="store_true",
-                   help="load --detector without checking its pickle (a .pt file can run code): only files you trust")
-    a = p.parse_args(argv)
-    synth = a.dataset in SYNTH
+def settled(cfg: PrepConfig) -> PrepConfig:
+    """`cfg` with the dataset's default models filled in and its paths absolute; settings no run
+    can start with are refused in one line (exit 2), before anything is read or written."""
+    found = config_problems(cfg)
+    synth = cfg.dataset in SYNTH
+    models = {}
     for flag in ("detector", "scene_model"):
-        value = getattr(a, flag)
-        if not value:
-            if not synth:
-                p.error(f"--{flag.replace('_', '-')} is required for {a.dataset} (a weights file, or 'none')")
-            setattr(a, flag, "truth")
+        value, name = getattr(cfg, flag), "--" + flag.replace("_", "-")
+        if not value and not synth:
+            found.append(f"{name} is required for {cfg.dataset} (a weights file, or 'none')")
         elif value == "truth" and not synth:
-            p.error(f"--{flag.replace('_', '-')} truth exists only for the synthetic set")
-        elif value not in ("truth", "none") and not Path(value).is_file() and not (flag == "detector" and official(value)):
+            found.append(f"{name} truth exists only for the synthetic set")
+        elif value not in ("", "truth", "none") and not Path(value).is_file() and not (
+                flag == "detector" and official(value)):
             hint = " (nor an official ultralytics model name such as yolo11m.pt)" if flag == "detector" else ""
-            p.error(f"--{flag.replace('_', '-')} {value}: no such file{hint}")
-    if a.det_classes and a.detector in ("truth", "none"):
-        p.error(f"--det-classes needs a YOLO --detector, not {a.detector!r}")
-    if a.scene_categories and not Path(a.scene_categories).is_file():
-        p.error(f"--scene-categories {a.scene_categories}: no such file")
-    if 0 < a.short_side < MIN_SHORT_SIDE or a.short_side % 2:
-        p.error(f"argument --short-side: must be even and at least {MIN_SHORT_SIDE} (or 0: keep the source size), "
-                f"not {a.short_side}")
-    return PrepConfig(dataset=a.dataset, root=str(Path(a.root).resolve()), out=str(Path(a.out).resolve()),
-                      splits=[s for s in a.split.split(",") if s], detector=a.detector, scene_model=a.scene_model,
-                      scene_categories=a.scene_categories, det_classes=a.det_classes, strict=a.strict,
-                      strict_missing=a.strict_missing, trust_detector=a.trust_detector,
-                      **{n: getattr(a, n) for n in ("scene_arch", "scene_frames", "det_conf", "det_imgsz", "det_stride",
-                                                    "codec", "gop", "short_side", "fps", "shard_size", "limit",
-                                                    "annotations", "fold", "workers", "device")})
+            found.append(f"{name} {value}: no such file{hint}")
+        models[flag] = value or "truth"
+    if cfg.det_classes and models["detector"] in ("truth", "none"):
+        found.append(f"--det-classes needs a YOLO --detector, not {models['detector']!r}")
+    if cfg.scene_categories and not Path(cfg.scene_categories).is_file():
+        found.append(f"--scene-categories {cfg.scene_categories}: no such file")
+    if 0 < cfg.short_side < MIN_SHORT_SIDE or cfg.short_side % 2:
+        found.append(f"argument --short-side: must be even and at least {MIN_SHORT_SIDE} (or 0: keep the source "
+                     f"size), not {cfg.short_side}")
+    refuse("prep-shards", found)
+    return replace(cfg, root=str(Path(cfg.root).resolve()), out=str(Path(cfg.out).resolve()), **models)
 
 
 def official(name: str) -> bool:
@@ -373,7 +343,11 @@ def dataset_options(cfg: PrepConfig) -> dict:
 
 @entry_point("prep-shards")
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_args(argv)
+    return run(parse_config(PrepConfig, argv, "prep-shards", __doc__.split("\n\n")[0]))
+
+
+def run(cfg: PrepConfig) -> int:
+    """prep-shards as `cfg` says; the exit code of the command line (0: done)."""
     try:
         return prep(cfg)
     except (DatasetError, PrepError) as err:
@@ -382,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def prep(cfg: PrepConfig) -> int:
+    cfg = settled(cfg)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     classes, items = load_dataset(cfg.dataset, cfg.root, **dataset_options(cfg))
     splits = cfg.splits or list(items)
@@ -433,7 +408,8 @@ def check_settings(path: Path, settings: dict, out: Path) -> None:
     if not path.is_file():
         return
     before, now = json.loads(path.read_text()), json.loads(json.dumps(settings))
-    differ = [f"--{FLAGS.get(k, k).replace('_', '-')} was {before.get(k, '(unset)')!r}, now {now.get(k, '(unset)')!r}"
+    flags = {f.name: f.metadata.get("flag", f.name) for f in fields(PrepConfig)}
+    differ = [f"--{flags.get(k, k).replace('_', '-')} was {before.get(k, '(unset)')!r}, now {now.get(k, '(unset)')!r}"
               for k in sorted(before.keys() | now.keys()) if before.get(k) != now.get(k)]
     if differ:
         raise PrepError(f"{out} holds shards made with other settings ({'; '.join(differ)}): use the same "
@@ -451,13 +427,13 @@ def print_summary(cfg: PrepConfig, manifest: dict, stats: dict, skipped: int, re
           f"{stats['seconds'] / 3600:.2f} h of video, {stats['bytes'] / 2**20:.1f} MiB, "
           f"{wall:.0f} s ({speed(stats['videos'], wall)})"
           + (f"; videos per rank: {per_rank}" if per_rank else ""))
-    for entries, what, field in ((broken, "broken input(s), not stored (manifest.json 'failed')", "reason"),
-                                 (partial, "video(s) decoded only in part, stored with a warning "
-                                           "(manifest.json 'warnings')", "warning")):
+    for entries, what, member in ((broken, "broken input(s), not stored (manifest.json 'failed')", "reason"),
+                                  (partial, "video(s) decoded only in part, stored with a warning "
+                                            "(manifest.json 'warnings')", "warning")):
         if entries:
             print(f"prep-shards: {len(entries)} {what}:")
             for e in entries[:SHOWN]:
-                print(f"  {e['split']}/{e['key']}: {e['input']}: {e[field]}")
+                print(f"  {e['split']}/{e['key']}: {e['input']}: {e[member]}")
             if len(entries) > SHOWN:
                 print(f"  ... and {len(entries) - SHOWN} more")
     if absent:

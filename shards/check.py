@@ -11,12 +11,13 @@ from __future__ import annotations
 import math
 import sys
 import tarfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from .cli import Parser, entry_point
+from .cli import USAGE, entry_point, parse_config
 from .files import file_sha256
 from .format import (BOX_ROW, BOXES_RAW, META_FIELDS, ShardFormatError, boxes_to_raw, check_member,
                      decode_members, scene_problem)
@@ -225,15 +226,18 @@ def _check_index(tar: Path, idx: Path, name: str) -> list[str]:
     return []
 
 
+@dataclass
+class CheckConfig:
+    shards_dir: str                          # directory holding manifest.json and the shards
+    decode: bool = False                     # also decode every video and check frames and size
+
+
 @entry_point("shards-check")
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="shards-check", description=__doc__.splitlines()[0])
-    parser.add_argument("shards_dir", help="directory holding manifest.json and the shards")
-    parser.add_argument("--decode", action="store_true",
-                        help="also decode every video and check frames and size")
-    args = parser.parse_args(argv)
+    args = parse_config(CheckConfig, argv, "shards-check", __doc__.splitlines()[0], positional=("shards_dir",))
     if not Path(args.shards_dir).is_dir():
-        parser.exit(2, f"shards-check: {args.shards_dir} is not a directory\n")
+        print(f"shards-check: {args.shards_dir} is not a directory", file=sys.stderr)
+        return USAGE
     summary, problems = check_dir(args.shards_dir, decode=args.decode)
     for line in summary:
         print(line)

@@ -12,9 +12,9 @@ from conftest import make_sample
 from shards import NUM_SCENES, ShardWriter, add_split, new_manifest, write_manifest
 from shards.loader import build_loader
 from train import checkpoint
-from train.evaluate import dataset_bias, load_model, video_outputs
-from train.finetune import main as finetune
-from train.linear_probe import accuracy, fit_linear
+from train.evaluation.evaluate import dataset_bias, load_model, video_outputs
+from train.evaluation.finetune import main as finetune
+from train.evaluation.linear_probe import accuracy, fit_linear
 from train.pretrain import main as pretrain
 
 TRAIN = ["--device", "cpu", "--loader", "torch", "--workers", "1", "--arch", "r3d18-w16", "--frames", "8",
@@ -104,7 +104,7 @@ def test_finetune_full_and_linear_probe(synth_shards, pretrained, tmp_path):
 
 
 def test_evaluate_model_figures_equal_the_video_outputs(synth_shards, pretrained):
-    from train.evaluate import evaluate_model
+    from train.evaluation.evaluate import evaluate_model
     r = evaluate_model(pretrained, synth_shards, "val", clips=2, device="cpu", loader="torch", batch_size=4, workers=1)
     backbone, _, cfg = load_model(str(pretrained), torch.device("cpu"))
     out = video_outputs(backbone, str(synth_shards), "val", cfg, clips=2, device=torch.device("cpu"),

@@ -36,11 +36,11 @@ from shards.reader import iter_samples
 from shards.loader import SplitIndex
 from shards.files import file_sha256
 from train import checkpoint
-from train.cam import main as cam
+from train.evaluation.cam import main as cam
 from train.demo import main as demo
-from train.evaluate import main as evaluate
-from train.export import main as export
-from train.finetune import main as finetune
+from train.evaluation.evaluate import main as evaluate
+from train.evaluation.export import main as export
+from train.evaluation.finetune import main as finetune
 from train.pretrain import INTERRUPTED, main as pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,6 +358,7 @@ def benchmark(name: str):
     """The main() of benchmarks/<name>.py (scripts, not a package)."""
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # as an import would: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module.main
 
@@ -412,10 +413,10 @@ NONSENSE = [  # (command, flags added to its base, a fragment of the one line it
     ("pretrain", "--val-every -1", "argument --val-every"),
     ("pretrain", "--lr-patience -1", "argument --lr-patience"),
     ("pretrain", "--no-such-flag 1", "unrecognized arguments: --no-such-flag 1"),
-    ("pretrain", "--arch foo", "--arch foo: choose from r3d18, r3d18-w32, r3d18-w16"),
-    ("pretrain", "--debias adv,foo", "--debias adv,foo: use none, adv, ent or adv,ent"),
-    ("pretrain", "--device tpu", "--device tpu: choose from cuda, cpu"),
-    ("pretrain", "--precision fp8", "--precision fp8: choose from"),
+    ("pretrain", "--arch foo", "argument --arch: choose from r3d18, r3d18-w32, r3d18-w16, not 'foo'"),
+    ("pretrain", "--debias adv,foo", "argument --debias: choose from none, adv, ent, adv,ent, not 'adv,foo'"),
+    ("pretrain", "--device tpu", "argument --device: choose from cuda, cpu, not 'tpu'"),
+    ("pretrain", "--precision fp8", "argument --precision: choose from auto, fp32, bf16, fp16, not 'fp8'"),
     ("pretrain", "--loader dali --workers 0", "--workers 0: the DALI loader needs at least 1 thread"),
     ("pretrain", "--init missing.pt", "--init missing.pt: no such file"),
     ("pretrain", "--size 1000", "smaller than size=1000"),
@@ -426,7 +427,7 @@ NONSENSE = [  # (command, flags added to its base, a fragment of the one line it
     ("evaluate", "--clips 0", "argument --clips"),
     ("evaluate", "--batch-size 0", "argument --batch-size"),
     ("evaluate", "--workers -1", "argument --workers"),
-    ("evaluate", "--device tpu", "argument --device: invalid choice: 'tpu'"),
+    ("evaluate", "--device tpu", "argument --device: choose from cuda, cpu, not 'tpu'"),
     ("evaluate", "--loader dali --workers 0", "--workers 0: the DALI loader needs at least 1 thread"),
     ("evaluate", "--checkpoint missing.pt", "missing.pt: no such checkpoint file"),
     ("evaluate", "--checkpoint C0", "its weights do not fit the network its config describes"),
@@ -453,7 +454,7 @@ NONSENSE = [  # (command, flags added to its base, a fragment of the one line it
     ("demo", "--video-size 15", "argument --video-size: must be a whole number >= 16, not 15"),
     ("demo", "--video-size 65", "--video-size 65 must be even"),
     ("demo", "--size 100", "--size 100 is larger than --video-size 64"),
-    ("demo", "--difficulty extreme", "argument --difficulty: invalid choice"),
+    ("demo", "--difficulty extreme", "argument --difficulty: choose from easy, medium, hard, not 'extreme'"),
     ("demo", "--lr -1", "argument --lr"),
     ("demo", "--workers 0", "argument --workers"),
     ("demo", "--batch-size 0", "argument --batch-size"),
@@ -465,7 +466,7 @@ NONSENSE = [  # (command, flags added to its base, a fragment of the one line it
     ("shards-preview", "--size -1", "argument --size"),
     ("shards-preview", "--show 0", "argument --show"),
     ("shards-preview", "--scale 0", "argument --scale"),
-    ("shards-preview", "--device tpu", "argument --device: invalid choice"),
+    ("shards-preview", "--device tpu", "argument --device: choose from cpu, cuda, not 'tpu'"),
     ("shards-preview", "--shards O/nothing-here", "no manifest.json in"),
     ("shards-preview", "--split nosuch", "split 'nosuch' is not in the shards"),
     ("shards-preview", "--size 1000", "smaller than size=1000"),

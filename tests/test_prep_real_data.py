@@ -320,12 +320,12 @@ def test_bad_model_fails_in_one_line_and_locks_nothing(small_ucf, tmp_path, flag
 
 
 def test_official_detector_names_pass_to_ultralytics(small_ucf, tmp_path, capsys):
-    from prep.prep_shards import parse_args
+    from prep.prep_shards import PrepConfig, settled
 
-    base = ["--dataset", "ucf101", "--root", str(small_ucf), "--out", str(tmp_path), "--scene-model", "none"]
-    assert parse_args(base + ["--detector", "yolo11m.pt"]).detector == "yolo11m.pt"  # ultralytics downloads it
+    base = dict(dataset="ucf101", root=str(small_ucf), out=str(tmp_path), scene_model="none")
+    assert settled(PrepConfig(**base, detector="yolo11m.pt")).detector == "yolo11m.pt"  # ultralytics downloads it
     with pytest.raises(SystemExit):
-        parse_args(base + ["--detector", "yolo11m-typo.pt"])
+        settled(PrepConfig(**base, detector="yolo11m-typo.pt"))
     assert ("--detector yolo11m-typo.pt: no such file (nor an official ultralytics model name such as yolo11m.pt)"
             in capsys.readouterr().err.strip().splitlines()[-1])
 

@@ -165,7 +165,7 @@ def test_fps_resampling_follows_truth(raw, tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--dataset", "nope"], "invalid choice: 'nope'"),
+    (["--dataset", "nope"], "argument --dataset: choose from synth, synth-novel, kinetics-400"),
     (["--dataset", "ucf101"], "--detector is required for ucf101"),
     (["--dataset", "synth", "--detector", "missing.pt"], "--detector missing.pt: no such file"),
     (["--dataset", "synth", "--split", "train,bogus"], "split(s) bogus not in synth"),

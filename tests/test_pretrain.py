@@ -15,9 +15,9 @@ import torch
 import torchvision
 
 from train import checkpoint
-from train.export import main as export_main
-from train.config import parse_fields
-from train.pretrain import TERMINATED, Config, main as pretrain
+from train.evaluation.export import main as export_main
+from shards.cli import parse_fields
+from train.pretrain import TERMINATED, Config, main as pretrain, run as run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,10 +95,18 @@ def test_ablation_settings_run(synth_shards, tmp_path, debias):
 
 
 def test_bad_flags_and_refusals(synth_shards, tmp_path, capsys):
-    with pytest.raises(SystemExit, match="--debias adv,foo: use none, adv, ent or adv,ent"):
-        pretrain(args(synth_shards, tmp_path, "--debias", "adv,foo"))
-    with pytest.raises(SystemExit, match="--init nope.pt: no such file"):
-        pretrain(args(synth_shards, tmp_path, "--init", "nope.pt"))
+    # choices and combinations are usage errors too, from the command line and from a Config built in code
+    for usage_error in (lambda: pretrain(args(synth_shards, tmp_path, "--init", "nope.pt")),
+                        lambda: run_config(Config(shards=str(synth_shards), out=str(tmp_path), init="nope.pt"))):
+        with pytest.raises(SystemExit) as usage:
+            usage_error()
+        assert usage.value.code == 2
+        assert capsys.readouterr().err == "pretrain: error: --init nope.pt: no such file (see --help)\n"
+    with pytest.raises(SystemExit) as usage:
+        run_config(Config(shards=str(synth_shards), out=str(tmp_path), debias="adv,foo", lr=float("nan"), device="cpu"))
+    assert usage.value.code == 2
+    assert capsys.readouterr().err == ("pretrain: error: --lr: must be a finite number > 0, not nan; --debias: choose "
+                                       "from none, adv, ent, adv,ent, not 'adv,foo' (see --help)\n")
     # numbers are checked by their flag's type, as argparse usage errors (exit 2, one line)
     with pytest.raises(SystemExit) as usage:
         pretrain(args(synth_shards, tmp_path, "--val-every", "-1"))
@@ -112,11 +120,11 @@ def test_bad_flags_and_refusals(synth_shards, tmp_path, capsys):
 def test_parse_fields_gives_only_the_flags_set(capsys):
     """What finetune passes on to pretrain: the fields its flags set, typed and checked, and no
     defaults that would override what the checkpoint says."""
-    assert parse_fields(Config, ["--batch-size", "4", "--no-resume", "--frames", "16"], "x") == \
+    assert parse_fields(Config, ["--batch-size", "4", "--no-resume", "--frames", "16"], "pretrain") == \
         {"batch_size": 4, "resume": False, "frames": 16}
-    assert parse_fields(Config, [], "x") == {}
+    assert parse_fields(Config, [], "pretrain") == {}
     with pytest.raises(SystemExit) as usage:
-        parse_fields(Config, ["--batch-size", "0"], "x", prog="pretrain")
+        parse_fields(Config, ["--batch-size", "0"], "pretrain")
     assert usage.value.code == 2
     assert capsys.readouterr().err == "pretrain: error: argument --batch-size: must be a whole number >= 1, not 0 (see --help)\n"
 

@@ -20,21 +20,24 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 
-from prep.prep_shards import main as prep_shards
+from prep.prep_shards import PrepConfig, run as prep_shards
 from prep.synth.generate import DIFFICULTIES, generate
 from prep.synth.scenes import SCENES
-from shards.cli import Parser, entry_point, integer, number
-from train.evaluate import dataset_bias, evaluate_model
-from train.finetune import run as finetune
+from shards.cli import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, config_problems,
+                        entry_point, integer, parse_config, refuse)
+from train.evaluation.cam import CamConfig, run as cam
+from train.evaluation.evaluate import dataset_bias, evaluate_model
+from train.evaluation.finetune import FinetuneConfig, run as finetune
 from train.model import ARCHS
 from train.pretrain import Config as PretrainConfig, run as pretrain
 
@@ -43,7 +46,7 @@ METRICS = ("val_top1", "test_top1", "nonhome_top1", "home_fallback", "novel_top1
 VARIANTS = {"baseline": "none", "adv": "adv", "ent": "ent", "debiased": "adv,ent"}  # the paper's Table 5 order
 
 
-def make_data(a, data: Path) -> dict[str, Path]:
+def make_data(a: DemoConfig, data: Path) -> dict[str, Path]:
     raw, control_raw = data / "raw", data / "raw-control"
     counts = {"train": a.train, "val": a.val, "test": a.test, "novel_train": a.novel, "novel_test": a.novel}
     common = dict(frames=a.frames_video, size=a.video_size, seed=a.world_seed, difficulty=a.difficulty, workers=a.workers)
@@ -53,22 +56,20 @@ def make_data(a, data: Path) -> dict[str, Path]:
         generate(control_raw, {"train": a.train}, bias=0.0, **common)  # evaluated on the main world's splits
     out = {"main": data / "shards", "novel": data / "shards-novel", "control": data / "shards-control"}
     for name, dataset, root in (("main", "synth", raw), ("novel", "synth-novel", raw), ("control", "synth", control_raw)):
-        code = prep_shards(["--dataset", dataset, "--root", str(root), "--out", str(out[name]), "--codec", a.codec,
-                            "--workers", str(a.workers)])
-        if code:
+        if prep_shards(PrepConfig(dataset=dataset, root=str(root), out=str(out[name]), codec=a.codec, workers=a.workers)):
             raise SystemExit(f"demo: prep-shards failed for {name}")
     out["world"] = raw / "annotations" / "world.json"
     return out
 
 
-def run_settings(a) -> dict:
+def run_settings(a: DemoConfig) -> dict:
     """Pretraining settings shared by the models and their novel-action probes."""
     return dict(device="cpu", loader=a.loader, workers=a.workers, batch_size=a.batch_size, optimizer="adamw",
                 weight_decay=1e-4, log_every=20, ckpt_every=100000,
                 val_every=0)  # the demo evaluates afterwards, at video level
 
 
-def pretrain_config(a, shards: Path, out: Path, debias: str, seed: int) -> PretrainConfig:
+def pretrain_config(a: DemoConfig, shards: Path, out: Path, debias: str, seed: int) -> PretrainConfig:
     return PretrainConfig(shards=str(shards), out=str(out), debias=debias, seed=seed, arch=a.arch, input=a.input,
                           frames=a.frames, stride=a.stride, size=a.size, lr=a.lr, epochs=1000, max_steps=a.steps,
                           adv_lambda=a.adv_lambda, mask_shape=a.mask_shape, **run_settings(a))
@@ -84,7 +85,7 @@ def home_metrics(predictions: Path, classes: list[str], world: dict) -> dict:
             "home_fallback": float(np.mean([r["pred"] == action_of_scene.get(r["scene"], -1) for r in away]))}
 
 
-def run_seed(a, seed: int, data: dict, runs: Path) -> dict:
+def run_seed(a: DemoConfig, seed: int, data: dict, runs: Path) -> dict:
     world = json.loads(data["world"].read_text())
     results = {}
     models = [(n, d, data["main"]) for n, d in VARIANTS.items() if a.ablation or n in ("baseline", "debiased")]
@@ -100,8 +101,9 @@ def run_seed(a, seed: int, data: dict, runs: Path) -> dict:
         val = evaluate_model(ckpt, data["main"], "val", **ev)
         test = evaluate_model(ckpt, data["main"], "test", probe_split="train", masked=False,  # masked figures: on val
                               predictions=out / "test_predictions.jsonl", **ev)
-        if finetune(ckpt, [str(data["novel"])], out / "novel", linear_probe=True, clips=a.clips, lr=a.probe_lr,
-                    epochs=a.probe_epochs, **run_settings(a)) != 0:
+        probe = FinetuneConfig(init=str(ckpt), shards=[str(data["novel"])], out=str(out / "novel"), linear_probe=True,
+                               clips=a.clips, lr=a.probe_lr, epochs=a.probe_epochs)
+        if finetune(probe, **run_settings(a)) != 0:
             raise SystemExit(f"demo: novel transfer of {name} failed")
         novel = json.loads((out / "novel" / "results.json").read_text())
         results[name] = {"val_top1": val["top1"], "test_top1": test["top1"],
@@ -170,61 +172,63 @@ def plot(results: dict, runs: Path) -> None:
     fig.savefig(runs / "report.png", dpi=110)
 
 
+@dataclass
+class DemoConfig:
+    out: str = "runs/demo"                   # results.json, report.md, report.png, cams/ and every run
+    data: str = "data/demo"                  # the generated videos and their shards (reused when present)
+    seeds: PositiveInt = 1                   # train every model with seeds 0..N-1 (mean and spread)
+    ablation: bool = False                   # also train the adversary alone and the entropy loss alone
+    bias: Fraction = 0.9                     # how often an action happens in its home scene (train, val)
+    difficulty: Literal[tuple(DIFFICULTIES)] = "easy"  # how hard the actions are to tell apart
+    world_seed: NonNegativeInt = 0           # the world's random seed
+    train: PositiveInt = 800                 # train videos
+    val: PositiveInt = 200                   # val videos
+    test: PositiveInt = 400                  # test videos (unbiased)
+    novel: PositiveInt = 200                 # videos in novel_train and in novel_test
+    video_size: Annotated[int, integer(16)] = 64  # pixels, even
+    frames_video: PositiveInt = 32           # frames per video
+    codec: Literal["vp9", "h264", "mjpeg"] = "mjpeg"  # mjpeg: the fastest to write and to decode on CPU
+    arch: Literal[tuple(ARCHS)] = "r3d18-w16"  # the network
+    input: Literal["rgb", "rgbdiff"] = "rgbdiff"  # rgbdiff: clip + frame differences
+    frames: PositiveInt = 8                  # frames per clip
+    stride: PositiveInt = 2                  # frame step inside a clip
+    size: PositiveInt = 48                   # crop side in pixels
+    batch_size: PositiveInt = 16             # clips per iteration
+    lr: PositiveFloat = 2e-3                 # AdamW, for a global batch of 32 (scaled)
+    steps: PositiveInt = 400                 # iterations per model
+    adv_lambda: NonNegativeFloat = 0.1       # gradient reversal (the trainer's 0.5 stopped the action being learned here)
+    mask_shape: Literal["box", "tube"] = "tube"  # tube: a moving flat box still shows motion (box: 2.5x the scene fallback)
+    clips: PositiveInt = 3                   # clips per video in evaluation
+    probe_lr: PositiveFloat = 2e-2           # learning rate of the novel-action linear probe
+    probe_epochs: PositiveInt = 3            # epochs of the novel-action linear probe
+    loader: Literal["dali", "torch"] = "dali"  # torch: the reference loader
+    workers: PositiveInt = 2                 # processes for generating and prepping, loader threads
+
+
 @entry_point("demo")
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="demo", description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    count, whole = integer(1), integer(0)
-    p.add_argument("--out", default="runs/demo")
-    p.add_argument("--data", default="data/demo")
-    p.add_argument("--seeds", type=count, default=1)
-    p.add_argument("--ablation", action="store_true", help="also train the adversary alone and the entropy loss alone")
-    p.add_argument("--bias", type=number(0, 1), default=0.9)
-    p.add_argument("--difficulty", default="easy", choices=list(DIFFICULTIES))
-    p.add_argument("--world-seed", type=whole, default=0)
-    p.add_argument("--train", type=count, default=800)
-    p.add_argument("--val", type=count, default=200)
-    p.add_argument("--test", type=count, default=400)
-    p.add_argument("--novel", type=count, default=200, help="videos in novel_train and in novel_test")
-    p.add_argument("--video-size", type=integer(16), default=64)
-    p.add_argument("--frames-video", type=count, default=32)
-    p.add_argument("--codec", default="mjpeg", choices=["vp9", "h264", "mjpeg"],
-                   help="mjpeg: the fastest to write and to decode on CPU")
-    p.add_argument("--arch", default="r3d18-w16", choices=list(ARCHS))
-    p.add_argument("--input", default="rgbdiff", choices=["rgb", "rgbdiff"])
-    p.add_argument("--frames", type=count, default=8)
-    p.add_argument("--stride", type=count, default=2)
-    p.add_argument("--size", type=count, default=48)
-    p.add_argument("--batch-size", type=count, default=16)
-    p.add_argument("--lr", type=number(above=0), default=2e-3, help="AdamW, for a global batch of 32 (scaled)")
-    p.add_argument("--steps", type=count, default=400)
-    p.add_argument("--adv-lambda", type=number(minimum=0), default=0.1,
-                   help="gradient reversal strength (0.5, the trainer's default, stopped the action from being learned here)")
-    p.add_argument("--mask-shape", default="tube", choices=["box", "tube"],
-                   help="tube: a moving flat box still shows the motion (box masks left 2.5x the scene fallback here)")
-    p.add_argument("--clips", type=count, default=3)
-    p.add_argument("--probe-lr", type=number(above=0), default=2e-2)
-    p.add_argument("--probe-epochs", type=count, default=3)
-    p.add_argument("--loader", default="dali", choices=["dali", "torch"])
-    p.add_argument("--workers", type=count, default=2)
-    a = p.parse_args(argv)
+    return run(parse_config(DemoConfig, argv, "demo", __doc__.splitlines()[0]))
+
+
+def run(a: DemoConfig) -> int:
+    problems = config_problems(a)
     if a.video_size % 2:
-        p.error(f"--video-size {a.video_size} must be even (video encoders need even frame sizes)")
+        problems.append(f"--video-size {a.video_size} must be even (video encoders need even frame sizes)")
     if a.size > a.video_size:
-        p.error(f"--size {a.size} is larger than --video-size {a.video_size}")
+        problems.append(f"--size {a.size} is larger than --video-size {a.video_size}")
+    refuse("demo", problems)
     runs, data = Path(a.out), Path(a.data)
     runs.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     shards = make_data(a, data)
     data_s = time.perf_counter() - start
     per_seed = [run_seed(a, seed, shards, runs) for seed in range(a.seeds)]
-    results = {"config": vars(a), "seeds": list(range(a.seeds)), "models": summarise(per_seed), "per_seed": per_seed,
+    results = {"config": asdict(a), "seeds": list(range(a.seeds)), "models": summarise(per_seed), "per_seed": per_seed,
                "data_s": data_s, "dataset_bias": {s: dataset_bias(str(shards["main"]), s, "train") for s in ("train", "val", "test")}}
     results["dataset_bias"]["control_train"] = dataset_bias(str(shards["control"]), "train", "train")
     (runs / "results.json").write_text(json.dumps(results, indent=1) + "\n")
-    from train.cam import main as cam
-    cam(["--checkpoint", str(runs / "seed0" / "baseline" / "checkpoint.pt"), "--name", "baseline",
-         "--checkpoint", str(runs / "seed0" / "debiased" / "checkpoint.pt"), "--name", "debiased",
-         "--shards", str(shards["main"]), "--split", "test", "--n", "8", "--out", str(runs / "cams")])
+    cam(CamConfig(checkpoint=[str(runs / "seed0" / m / "checkpoint.pt") for m in ("baseline", "debiased")],
+                  name=["baseline", "debiased"], shards=str(shards["main"]), split="test", n=8, out=str(runs / "cams")))
     plot(results, runs)
     print(report(results, runs))
     return 0

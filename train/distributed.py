@@ -20,6 +20,11 @@ class Dist:
         return self.rank == 0
 
 
+def visible_device() -> str:
+    """cuda when one is visible: the --device default of the programs that evaluate or measure."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def setup_distributed(device: str) -> Dist:
     """Join the process group when launched by torchrun (NCCL on GPU, gloo on CPU)."""
     rank, local, world = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("LOCAL_RANK", 0), ("WORLD_SIZE", 1)))

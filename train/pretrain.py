@@ -41,17 +41,17 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from shards.cli import entry_point
+from shards.cli import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, config_problems,
+                        entry_point, parse_config, refuse)
 from shards.loader import build_loader, cores_per_process
 from train import checkpoint
-from train.config import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt,
-                          parse_config)
 from train.distributed import all_sum, cleanup, print0, setup_distributed
 from train.metrics import MetricLog
 from train.model import ARCHS, SceneHead, build_backbone
@@ -63,67 +63,57 @@ INTERRUPTED = 128 + signal.SIGINT  # 130: the same after Ctrl-C
 
 @dataclass
 class Config:
-    shards: str                            # shard folder written by prep-shards
-    out: str                               # run folder
-    train_split: str = "train"             # split to train on
-    val_split: str = "val"                 # split validated on every epoch
-    arch: str = "r3d18"                    # r3d18 (the paper), or the narrow r3d18-w32 / r3d18-w16 for CPUs
-    input: str = "rgb"                     # rgb, or rgbdiff (clip plus frame differences; not exportable to torchvision)
-    frames: PositiveInt = 16               # frames per clip
-    size: PositiveInt = 112                # crop side in pixels
-    stride: PositiveInt = 1                # frame step inside a clip
-    batch_size: PositiveInt = 32           # clips per process and iteration
-    epochs: PositiveInt = 100              # passes over the training split
-    max_steps: NonNegativeInt = 0          # stop after this many iterations in all (0: run the epochs)
-    optimizer: str = "sgd"                 # sgd (the paper: momentum 0.9) or adamw
-    lr: PositiveFloat = 1e-3               # learning rate for a global batch of 32 (scaled linearly)
-    weight_decay: NonNegativeFloat = 1e-5  # the paper's
-    lr_patience: NonNegativeInt = 5        # epochs without a better validation loss before lr /= 10
-    debias: str = "adv,ent"                # none, adv, ent or adv,ent (the paper's ablation)
-    schedule: str = "alternate"            # alternate (two steps per iteration, the paper) or joint (one)
-    adv_lambda: NonNegativeFloat = 0.5     # gradient reversal strength
-    ent_weight: NonNegativeFloat = 1.0     # weight of the entropy loss
-    scene_labels: str = "soft"             # soft (averaged Places365 softmax) or hard (its argmax)
-    mask_shape: str = "box"                # box (each frame's boxes, the paper) or tube (the clip's union)
-    mask_threshold: Fraction = 0.3         # detector score from which a box is masked
-    device: str = "cuda"                   # cuda or cpu
-    loader: str = "dali"                   # dali or torch (the reference loader)
-    workers: NonNegativeInt = 4            # DALI threads or DataLoader workers per process
-    threads: NonNegativeInt = 0            # torch CPU threads per process (0: the cores divided among the local processes)
-    precision: str = "auto"                # auto (bf16 on GPU, fp32 on CPU), fp32, bf16 or fp16
-    channels_last: bool = False            # channels-last-3d memory format (faster convolutions on recent GPUs)
-    compile: bool = False                  # torch.compile the backbone
-    seed: NonNegativeInt = 0               # seeds the initial weights and the data order
-    resume: bool = True                    # continue from OUT/checkpoint.pt when there is one
-    init: str = ""                         # start from the weights of this checkpoint (e.g. stage 1's best.pt)
-    init_head: bool = True                 # also take the action and scene heads from --init (off: a new label set)
-    freeze_backbone: bool = False          # train the action head only, on frozen features (a linear probe)
-    log_every: PositiveInt = 10            # iterations between metric lines
-    val_every: NonNegativeInt = 1          # validate every N epochs (always after the last; 0: never, no best.pt)
-    ckpt_every: PositiveInt = 200          # iterations between checkpoints (also at every epoch end)
-    log_samples: bool = False              # write the keys each process trained on to OUT/samples-rank<r>.txt
-    skip_bad_samples: bool = False         # leave damaged samples out (counted) instead of stopping at the first
+    shards: str                              # shard folder written by prep-shards
+    out: str                                 # run folder
+    train_split: str = "train"               # split to train on
+    val_split: str = "val"                   # split validated on every epoch
+    arch: Literal[tuple(ARCHS)] = "r3d18"    # the paper's r3d18, or the narrow r3d18-w32 / r3d18-w16 for CPUs
+    input: Literal["rgb", "rgbdiff"] = "rgb"  # rgbdiff: clip + frame differences (no torchvision export)
+    frames: PositiveInt = 16                 # frames per clip
+    size: PositiveInt = 112                  # crop side in pixels
+    stride: PositiveInt = 1                  # frame step inside a clip
+    batch_size: PositiveInt = 32             # clips per process and iteration
+    epochs: PositiveInt = 100                # passes over the training split
+    max_steps: NonNegativeInt = 0            # stop after this many iterations in all (0: run the epochs)
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: the paper's (momentum 0.9)
+    lr: PositiveFloat = 1e-3                 # learning rate for a global batch of 32 (scaled linearly)
+    weight_decay: NonNegativeFloat = 1e-5    # the paper's
+    lr_patience: NonNegativeInt = 5          # epochs without a better validation loss before lr /= 10
+    debias: Literal["none", "adv", "ent", "adv,ent"] = "adv,ent"  # none, or the paper's ablation of its two losses
+    schedule: Literal[SCHEDULES] = "alternate"  # alternate: two steps per iteration (the paper); joint: one
+    adv_lambda: NonNegativeFloat = 0.5       # gradient reversal strength
+    ent_weight: NonNegativeFloat = 1.0       # weight of the entropy loss
+    scene_labels: Literal["soft", "hard"] = "soft"  # soft: the averaged Places365 softmax; hard: its argmax
+    mask_shape: Literal["box", "tube"] = "box"  # box: each frame's boxes (the paper); tube: the clip's union
+    mask_threshold: Fraction = 0.3           # detector score from which a box is masked
+    device: Literal["cuda", "cpu"] = "cuda"  # where the model trains
+    loader: Literal["dali", "torch"] = "dali"  # torch: the reference loader
+    workers: NonNegativeInt = 4              # DALI threads or DataLoader workers per process
+    threads: NonNegativeInt = 0              # torch CPU threads per process (0: the cores shared out)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    channels_last: bool = False              # channels-last-3d memory format (faster convolutions on recent GPUs)
+    compile: bool = False                    # torch.compile the backbone
+    seed: NonNegativeInt = 0                 # seeds the initial weights and the data order
+    resume: bool = True                      # continue from OUT/checkpoint.pt when there is one
+    init: str = ""                           # start from the weights of this checkpoint (e.g. stage 1's best.pt)
+    init_head: bool = True                   # also take the action and scene heads from --init (off: a new label set)
+    freeze_backbone: bool = False            # train the action head only, on frozen features (a linear probe)
+    log_every: PositiveInt = 10              # iterations between metric lines
+    val_every: NonNegativeInt = 1            # validate every N epochs (always after the last; 0: never, no best.pt)
+    ckpt_every: PositiveInt = 200            # iterations between checkpoints (also at every epoch end)
+    log_samples: bool = False                # write the keys each process trained on to OUT/samples-rank<r>.txt
+    skip_bad_samples: bool = False           # leave damaged samples out (counted) instead of stopping at the first
 
 
 def check(cfg: Config) -> None:
-    """The choices and combinations argparse cannot check alone (numbers are checked by their types)."""
-    problems = []
-    if cfg.arch not in ARCHS:
-        problems.append(f"--arch {cfg.arch}: choose from {', '.join(ARCHS)}")
-    if not set(cfg.debias.split(",")) <= {"none", "adv", "ent"} or ("none" in cfg.debias and cfg.debias != "none"):
-        problems.append(f"--debias {cfg.debias}: use none, adv, ent or adv,ent")
-    for name, allowed in (("schedule", SCHEDULES), ("optimizer", ("sgd", "adamw")),
-                          ("scene_labels", ("soft", "hard")), ("device", ("cuda", "cpu")), ("loader", ("dali", "torch")),
-                          ("precision", ("auto", "fp32", "bf16", "fp16")), ("input", ("rgb", "rgbdiff")),
-                          ("mask_shape", ("box", "tube"))):
-        if getattr(cfg, name) not in allowed:
-            problems.append(f"--{name.replace('_', '-')} {getattr(cfg, name)}: choose from {', '.join(allowed)}")
+    """Every value as its flag's type checks it (a Config built in code skipped argparse), and
+    the combinations no single flag's type can check."""
+    problems = config_problems(cfg)  # a config built in code: the checks its command line makes
     if cfg.loader == "dali" and cfg.workers < 1:
         problems.append(f"--workers {cfg.workers}: the DALI loader needs at least 1 thread")
     if cfg.init and not Path(cfg.init).is_file():
         problems.append(f"--init {cfg.init}: no such file")
-    if problems:
-        raise SystemExit("pretrain: " + "; ".join(problems))
+    refuse("pretrain", problems)
 
 
 def check_fits(cfg: Config, state: dict, path: Path, resuming: bool) -> None:
@@ -167,7 +157,7 @@ def stop_on_signals():
 
 @entry_point("pretrain")
 def main(argv: list[str] | None = None) -> int:
-    return run(parse_config(Config, argv, __doc__.splitlines()[0], prog="pretrain"))
+    return run(parse_config(Config, argv, "pretrain", __doc__.splitlines()[0]))
 
 
 def run(cfg: Config) -> int:

@@ -18,7 +18,6 @@ the same files byte for byte, whatever --workers is.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -27,11 +26,12 @@ import sys
 from dataclasses import asdict, dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 from tqdm import tqdm
 
-from shards.cli import Parser, entry_point, integer, number
+from shards.cli import Fraction, NonNegativeInt, PositiveInt, entry_point, integer, parse_config, refuse
 from shards.files import write_atomic
 from shards.video import encode_file
 
@@ -213,30 +213,31 @@ class _Serial:
         return map(fn, items)
 
 
+@dataclass
+class SynthConfig:
+    out: str                                 # output folder (the raw dataset root)
+    train: NonNegativeInt = 1000             # videos in train (biased)
+    val: NonNegativeInt = 200                # videos in val (biased like train)
+    test: NonNegativeInt = 500               # videos in test (unbiased)
+    novel_train: NonNegativeInt = 250        # videos in novel_train
+    novel_test: NonNegativeInt = 250         # videos in novel_test
+    bias: Fraction = 0.9                     # probability that an action is in its home scene
+    frames: Annotated[int, integer(1, 10_000)] = 32  # frames per video
+    size: Annotated[int, integer(16, 1024)] = 64  # frame height and width, pixels (even)
+    difficulty: Literal[tuple(DIFFICULTIES)] = "easy"  # how hard the actions are to tell apart
+    codec: Literal["h264", "vp9"] = "h264"   # h264 -> .mp4 (as Kinetics), vp9 -> .webm
+    seed: NonNegativeInt = 0                 # the world's random seed
+    workers: PositiveInt = os.cpu_count() or 1  # encoding processes
+
+
 @entry_point("prep-synth")
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="prep-synth", description=__doc__.split("\n\n")[0],
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, type=Path, help="output folder (the raw dataset root)")
-    p.add_argument("--train", type=integer(0), default=1000, help="videos in train (biased)")
-    p.add_argument("--val", type=integer(0), default=200, help="videos in val (biased like train)")
-    p.add_argument("--test", type=integer(0), default=500, help="videos in test (unbiased)")
-    p.add_argument("--novel-train", type=integer(0), default=250, help="videos in novel_train")
-    p.add_argument("--novel-test", type=integer(0), default=250, help="videos in novel_test")
-    p.add_argument("--bias", type=number(0, 1), default=0.9, help="probability that an action is in its home scene")
-    p.add_argument("--frames", type=integer(1, 10_000), default=32, help="frames per video")
-    p.add_argument("--size", type=integer(16, 1024), default=64, help="frame height and width, pixels (even)")
-    p.add_argument("--difficulty", choices=sorted(DIFFICULTIES), default="easy")
-    p.add_argument("--codec", choices=["h264", "vp9"], default="h264", help="h264 -> .mp4 (as Kinetics), vp9 -> .webm")
-    p.add_argument("--seed", type=integer(0), default=0)
-    p.add_argument("--workers", type=integer(1), default=os.cpu_count() or 1)
-    args = p.parse_args(argv)
-    if args.size % 2:
-        p.error(f"--size {args.size} must be even")
+    args = parse_config(SynthConfig, argv, "prep-synth", __doc__.split("\n\n")[0])
+    refuse("prep-synth", [f"--size {args.size} must be even"] if args.size % 2 else [])
     counts = {"train": args.train, "val": args.val, "test": args.test,
               "novel_train": args.novel_train, "novel_test": args.novel_test}
-    truth = generate(args.out, counts, args.bias, args.frames, args.size, args.seed, args.difficulty,
-                     max(1, args.workers), args.codec)
+    truth = generate(Path(args.out), counts, args.bias, args.frames, args.size, args.seed, args.difficulty,
+                     args.workers, args.codec)
     total = sum(len(v) for v in truth.values())
     print(f"prep-synth: {total} videos in {args.out} ({', '.join(f'{s} {len(v)}' for s, v in truth.items() if v)})")
     return 0

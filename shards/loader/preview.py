@@ -8,12 +8,14 @@ drawn in red, then the same frames as the masked pass sees them. People check da
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..cli import USAGE, Parser, entry_point, integer, one_line
+from ..cli import USAGE, NonNegativeInt, PositiveInt, entry_point, integer, one_line, parse_config, refuse
 from .clip_loader import build_loader, describe
 from .masking import CLIP_MEAN, CLIP_STD
 from .sampling import SplitIndex
@@ -47,23 +49,26 @@ def render(batch: dict, rects: list[np.ndarray], classes: list[str], show: int, 
     return sheet
 
 
+@dataclass
+class PreviewConfig:
+    shards: str                              # shard folder written by prep-shards
+    split: str = "train"                     # the split the clips come from
+    backend: Literal["dali", "torch"] = "torch"  # the loader that delivers them
+    n: PositiveInt = 8                       # clips
+    frames: PositiveInt = 16                 # frames per clip
+    size: NonNegativeInt = 0                 # crop side; 0 = the stored frames' short side
+    show: PositiveInt = 4                    # frames shown per clip
+    scale: Annotated[int, integer(1, 16)] = 2  # pixel zoom
+    mask_shape: Literal["box", "tube"] = "box"  # box: each frame's boxes; tube: the clip's union
+    device: Literal["cpu", "cuda"] = "cpu"   # where the loader masks
+    out: str = "preview.png"                 # the picture to write
+
+
 @entry_point("shards-preview")
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="shards-preview", description=__doc__.splitlines()[0])
-    p.add_argument("--shards", required=True)
-    p.add_argument("--split", default="train")
-    p.add_argument("--backend", choices=["dali", "torch"], default="torch")
-    p.add_argument("--n", type=integer(1), default=8, help="clips")
-    p.add_argument("--frames", type=integer(1), default=16)
-    p.add_argument("--size", type=integer(0), default=0, help="crop side; 0 = the stored frames' short side")
-    p.add_argument("--show", type=integer(1), default=4, help="frames shown per clip")
-    p.add_argument("--scale", type=integer(1, 16), default=2, help="pixel zoom")
-    p.add_argument("--mask-shape", choices=["box", "tube"], default="box")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--out", default="preview.png")
-    a = p.parse_args(argv)
+    a = parse_config(PreviewConfig, argv, "shards-preview", __doc__.splitlines()[0])
     if a.device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda but no CUDA device is visible (use --device cpu)")
+        refuse("shards-preview", ["--device cuda but no CUDA device is visible (use --device cpu)"])
     try:  # shards or a split that cannot be shown are a usage error here (exit 2); later errors exit 1
         size = a.size or min(min(m["height"], m["width"]) for m in SplitIndex(a.shards, a.split).meta)
         loader = build_loader(a.shards, a.split, backend=a.backend, batch_size=a.n, frames=a.frames, size=size,

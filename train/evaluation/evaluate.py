@@ -1,7 +1,7 @@
 """Evaluate a pretrained model, and measure the scene bias of a dataset.
 
-    python train/evaluate.py --checkpoint runs/debiased/best.pt --shards data/synth-shards --split test --json out.json
-    python train/evaluate.py --shards data/synth-shards --split val --dataset-bias
+    python train/evaluation/evaluate.py --checkpoint runs/debiased/best.pt --shards data/synth-shards --split test --json out.json
+    python train/evaluation/evaluate.py --shards data/synth-shards --split val --dataset-bias
 
 Model evaluation (the paper's video-level protocol): the softmax averaged over --clips evenly
 spaced clips of each video gives its prediction (top-1, top-5); the same on the human-masked
@@ -20,17 +20,20 @@ from __future__ import annotations
 import json
 import math
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 
-from shards.cli import Parser, entry_point, integer
+from shards.cli import NonNegativeInt, PositiveInt, config_problems, entry_point, parse_config, refuse
 from shards.format import NUM_SCENES
 from shards.loader import build_loader
 from shards.loader import SplitIndex
 from train import checkpoint
-from train.linear_probe import accuracy, fit_linear
+from train.distributed import visible_device
+from train.evaluation.linear_probe import accuracy, fit_linear
 from train.model import SceneHead, build_backbone
 
 
@@ -130,42 +133,50 @@ def dataset_bias(shards: str, split: str, fit_split: str) -> dict:
             "dataset_bias": math.log(max(acc, 1e-12) * classes)}
 
 
-def check_device(p: Parser, device: str, loader: str, workers: int) -> None:
-    """The combinations argparse cannot check alone, refused in one line."""
-    if device == "cuda" and not torch.cuda.is_available():
-        p.error("--device cuda but no CUDA device is visible (use --device cpu)")
-    if loader == "dali" and workers < 1:
-        p.error(f"--workers {workers}: the DALI loader needs at least 1 thread")
+@dataclass
+class EvaluateConfig:
+    shards: str                              # shard folder written by prep-shards
+    checkpoint: str = ""                     # checkpoint.pt / best.pt of pretrain.py or finetune.py
+    split: str = "val"                       # the split evaluated
+    clips: PositiveInt = 10                  # evenly spaced clips per video
+    probe_split: str = "train"               # split the scene probe is fitted on ('' to skip)
+    dataset_bias: bool = False               # measure the dataset's scene bias instead (Eq. 1)
+    device: Literal["cuda", "cpu"] = field(default_factory=visible_device)  # cuda when one is visible
+    loader: Literal["dali", "torch"] = "dali"  # torch: the reference loader
+    batch_size: PositiveInt = 16             # clips per forward pass
+    workers: NonNegativeInt = 4              # DALI threads (>= 1) or DataLoader workers
+    predictions: str = ""                    # write per-video predictions (JSON lines) here
+    json: str = ""                           # write the result here
+
+
+def check(cfg: EvaluateConfig) -> None:
+    """Every value as its flag's type checks it, and the combinations no flag's type can check."""
+    problems = config_problems(cfg)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        problems.append("--device cuda but no CUDA device is visible (use --device cpu)")
+    if cfg.loader == "dali" and cfg.workers < 1:
+        problems.append(f"--workers {cfg.workers}: the DALI loader needs at least 1 thread")
+    if not cfg.checkpoint and not cfg.dataset_bias:
+        problems.append("--checkpoint is needed (or --dataset-bias)")
+    refuse("evaluate", problems)
 
 
 @entry_point("evaluate")
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", help="checkpoint.pt / best.pt of train/pretrain.py or train/finetune.py")
-    p.add_argument("--shards", required=True)
-    p.add_argument("--split", default="val")
-    p.add_argument("--clips", type=integer(1), default=10, help="evenly spaced clips per video")
-    p.add_argument("--probe-split", default="train", help="split the scene probe is fitted on ('' to skip)")
-    p.add_argument("--dataset-bias", action="store_true", help="measure the dataset's scene bias instead (Eq. 1)")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cuda", "cpu"])
-    p.add_argument("--loader", default="dali", choices=["dali", "torch"])
-    p.add_argument("--batch-size", type=integer(1), default=16)
-    p.add_argument("--workers", type=integer(0), default=4, help="DALI threads (>= 1) or DataLoader workers")
-    p.add_argument("--predictions", help="write per-video predictions (JSON lines) here")
-    p.add_argument("--json", help="write the result here")
-    args = p.parse_args(argv)
-    check_device(p, args.device, args.loader, args.workers)
-    if args.dataset_bias:
-        result = dataset_bias(args.shards, args.split, args.probe_split or "train")
-    elif not args.checkpoint:
-        p.error("--checkpoint is needed (or --dataset-bias)")
+    return run(parse_config(EvaluateConfig, argv, "evaluate", __doc__.splitlines()[0]))
+
+
+def run(cfg: EvaluateConfig) -> int:
+    check(cfg)
+    if cfg.dataset_bias:
+        result = dataset_bias(cfg.shards, cfg.split, cfg.probe_split or "train")
     else:
-        result = evaluate_model(args.checkpoint, args.shards, args.split, clips=args.clips, probe_split=args.probe_split,
-                                device=args.device, loader=args.loader, batch_size=args.batch_size,
-                                workers=args.workers, predictions=args.predictions)
+        result = evaluate_model(cfg.checkpoint, cfg.shards, cfg.split, clips=cfg.clips, probe_split=cfg.probe_split,
+                                device=cfg.device, loader=cfg.loader, batch_size=cfg.batch_size, workers=cfg.workers,
+                                predictions=cfg.predictions or None)
     print(json.dumps(result, indent=1))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    if cfg.json:
+        Path(cfg.json).write_text(json.dumps(result, indent=1) + "\n")
     return 0
 
 

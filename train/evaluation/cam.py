@@ -1,7 +1,7 @@
 """Class activation maps (Zhou et al., CVPR 2016) over the centre frame of clips: where each model
 looks for the action, baseline and debiased side by side (the paper's Figure 5).
 
-    python train/cam.py --checkpoint runs/baseline/best.pt --checkpoint runs/debiased/best.pt \\
+    python train/evaluation/cam.py --checkpoint runs/baseline/best.pt --checkpoint runs/debiased/best.pt \\
         --shards data/synth-shards --split test --n 8 --out runs/cams
 
 For r3d_18 the map is the predicted class's fc weights applied to the conv5 activations,
@@ -10,17 +10,19 @@ averaged over time, upsampled to the crop and laid over the centre frame.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from shards.cli import Parser, entry_point, integer
+from shards.cli import PositiveInt, config_problems, entry_point, integer, parse_config, refuse
 from shards.loader import build_loader
 from shards.loader.preview import to_uint8
-from train.evaluate import load_model
+from train.evaluation.evaluate import load_model
 
 
 @torch.no_grad()
@@ -44,19 +46,27 @@ def overlay(frame: np.ndarray, cam: np.ndarray) -> np.ndarray:
     return (grey * (1 - 0.6 * cam[..., None]) + heat * 0.6 * cam[..., None]).clip(0, 255).astype(np.uint8)
 
 
+@dataclass
+class CamConfig:
+    checkpoint: list[str]                    # the models (A, B, ...): repeat the flag, or comma-separate
+    shards: str                              # shard folder written by prep-shards
+    out: str                                 # folder for cams.png
+    name: list[str] = field(default_factory=list)  # a label per checkpoint (default: its run folder)
+    split: str = "test"                      # the split the clips come from
+    n: PositiveInt = 8                       # clips
+    scale: Annotated[int, integer(1, 16)] = 3  # pixel zoom
+
+
 @entry_point("cam")
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="cam", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", action="append", required=True, help="give it once per model (A, B, ...)")
-    p.add_argument("--name", action="append", help="a label per checkpoint (default: its run folder)")
-    p.add_argument("--shards", required=True)
-    p.add_argument("--split", default="test")
-    p.add_argument("--n", type=integer(1), default=8, help="clips")
-    p.add_argument("--scale", type=integer(1, 16), default=3, help="pixel zoom")
-    p.add_argument("--out", required=True, help="folder for cams.png")
-    a = p.parse_args(argv)
+    return run(parse_config(CamConfig, argv, "cam", __doc__.splitlines()[0]))
+
+
+def run(a: CamConfig) -> int:
+    problems = config_problems(a)
     if a.name and len(a.name) != len(a.checkpoint):
-        p.error(f"{len(a.name)} --name for {len(a.checkpoint)} --checkpoint: give one per checkpoint, or none")
+        problems.append(f"{len(a.name)} --name for {len(a.checkpoint)} --checkpoint: give one per checkpoint, or none")
+    refuse("cam", problems)
     names = a.name or [Path(c).parent.name for c in a.checkpoint]
     models = [load_model(c, torch.device("cpu")) for c in a.checkpoint]
     cfg = models[0][2]

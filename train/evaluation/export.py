@@ -1,6 +1,6 @@
 """Export a pretraining checkpoint as a plain torchvision r3d_18 state dict.
 
-    python train/export.py --checkpoint runs/debiased/best.pt --out r3d18_debiased.pth
+    python train/evaluation/export.py --checkpoint runs/debiased/best.pt --out r3d18_debiased.pth
 
 The file loads with strict=True into `torchvision.models.video.r3d_18(num_classes=N)`, N the
 number of pretraining classes (the action head is its `fc`), for use in other frameworks. Only
@@ -9,11 +9,18 @@ the full-width RGB network (--arch r3d18 --input rgb) has torchvision's shapes.
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import torch
 
-from shards.cli import Parser, entry_point
+from shards.cli import entry_point, parse_config
 from train import checkpoint
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str                          # checkpoint.pt or best.pt of a pretraining run
+    out: str                                 # the state dict file to write
 
 
 def export(ckpt_path: str, out: str) -> int:
@@ -29,10 +36,7 @@ def export(ckpt_path: str, out: str) -> int:
 
 @entry_point("export")
 def main(argv: list[str] | None = None) -> int:
-    p = Parser(prog="export", description=__doc__.splitlines()[0])
-    p.add_argument("--checkpoint", required=True, help="checkpoint.pt or best.pt of a pretraining run")
-    p.add_argument("--out", required=True, help="the state dict file to write")
-    a = p.parse_args(argv)
+    a = parse_config(ExportConfig, argv, "export", __doc__.splitlines()[0])
     classes = export(a.checkpoint, a.out)
     print(f"export: {a.out}: torchvision.models.video.r3d_18(num_classes={classes}).load_state_dict(torch.load(...))")
     return 0
