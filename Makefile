@@ -18,9 +18,10 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-# make demo SEEDS=3 ABLATION=1: mean and spread over seeds, plus the adv-only / ent-only models
+# make demo SEEDS=3 ABLATION=1 METHODS=all: mean and spread over seeds, plus the adv-only / ent-only
+# models, plus the later methods (METHODS=all, or some of be,actorcutmix,fame,stillmix,albar)
 demo: $(STAMP)
-	$(PY) -m train.demo $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ABLATION),--ablation)
+	$(PY) -m train.demo $(if $(SEEDS),--seeds $(SEEDS)) $(if $(ABLATION),--ablation) $(if $(METHODS),--methods $(METHODS))
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -43,6 +43,7 @@ from shards.format import NUM_SCENES
 from shards.loader import build_loader
 from train.gradient_reversal import reverse_gradient
 from train.model import ARCHS, SceneHead, build_backbone
+from train.methods import METHODS, build_method
 from train.step import SCHEDULES, DebiasStep, Losses
 
 CLASSES = 10  # the synthetic set's; the backbone's cost barely depends on it
@@ -94,10 +95,11 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(device.type, enabled=args.precision == "fp16")
         self.args = args
 
-    def step(self, batch, schedule: str) -> dict:
-        """pretrain.py's step with its defaults (debias adv,ent, lambda 0.5, soft scene labels)."""
-        return DebiasStep(self.backbone, self.head, self.optimizer, self.scaler, Losses(schedule=schedule),
-                          self.amp, self.args.channels_last)(batch)
+    def step(self, batch, schedule: str, losses: Losses | None = None, method=None) -> dict:
+        """pretrain.py's step with its defaults (debias adv,ent, lambda 0.5, soft scene labels), or
+        with other `losses` or a `method` of train/methods/."""
+        return DebiasStep(self.backbone, self.head, self.optimizer, self.scaler, losses or Losses(schedule=schedule),
+                          self.amp, self.args.channels_last, method)(batch)
 
 
 def memory_batch(batch: int, args, device) -> dict:
@@ -107,7 +109,15 @@ def memory_batch(batch: int, args, device) -> dict:
             "label": torch.randint(CLASSES, (batch,), generator=g).to(device),
             "scene": torch.randn(batch, NUM_SCENES, generator=g).softmax(1).to(device),
             "mask_ok": torch.ones(batch, dtype=torch.bool, device=device),
-            "has_human": torch.ones(batch, dtype=torch.bool, device=device)}
+            "has_human": torch.ones(batch, dtype=torch.bool, device=device), "human": centre_person(shape, device)}
+
+
+def centre_person(shape: tuple, device) -> torch.Tensor:
+    """bool (B, T, H, W): a person box over the middle third of every frame (what ActorCutMix pastes)."""
+    b, _, t, h, w = shape
+    human = torch.zeros(b, t, h, w, dtype=torch.bool, device=device)
+    human[:, :, h // 3: 2 * h // 3, w // 3: 2 * w // 3] = True
+    return human
 
 
 def largest_batch(args, device, schedule: str) -> int:
@@ -131,18 +141,18 @@ def largest_batch(args, device, schedule: str) -> int:
     return best
 
 
-def time_steps(trainer: Trainer, batches, schedule: str, args, device) -> dict:
+def time_steps(trainer: Trainer, batches, schedule: str, args, device, **step) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     it = iter(batches)
     for _ in range(args.warmup):
-        trainer.step(next(it), schedule)
+        trainer.step(next(it), schedule, **step)
     sync()
     steps, waits, clips = [], [], 0
     start = tick = time.perf_counter()
     for _ in range(args.steps):
         batch = next(it)
         fetched = time.perf_counter()
-        trainer.step(batch, schedule)
+        trainer.step(batch, schedule, **step)
         sync()
         now = time.perf_counter()
         waits.append(fetched - tick)
@@ -190,7 +200,23 @@ def run(args, work: Path) -> dict:
         per_sample = count["dual_pass_gflop_per_sample"] * 1e9
         row["achieved_tflops"] = {s: round(row[s]["clips_per_s"] * per_sample / 1e12, 3) for s in ("memory", "loader")}
         result["runs"].append(row)
+    result["methods"] = method_rows(args, device, args.batch or result["runs"][0]["batch"])
     return result
+
+
+def method_rows(args, device, batch: int) -> list[dict]:
+    """Each method's step (train/methods/, official defaults, every clip transformed where the
+    method draws per clip) against the baseline's (CE alone: --debias none), batches from memory."""
+    memory = memory_batch(batch, args, device)
+    rows = []
+    for name in ("baseline", "sdn", *args.methods):
+        method = build_method("sdn" if name == "baseline" else name, device, size=args.size)
+        losses = Losses(adv=False, ent=False) if name == "baseline" else Losses()
+        timing = time_steps(Trainer(args, device), repeat(memory), "alternate", args, device, losses=losses, method=method)
+        rows.append({"method": name, **timing})
+    for row in rows:
+        row["step_vs_baseline"] = round(row["step_s_median"] / rows[0]["step_s_median"], 2)
+    return rows
 
 
 def print_tables(result: dict) -> None:
@@ -208,6 +234,9 @@ def print_tables(result: dict) -> None:
         print(f"{r['schedule']:10s} {r['batch']:5d} {m['step_s_median']:13.3f} {m['clips_per_s']:8.1f} "
               f"{l['step_s_median']:13.3f} {l['clips_per_s']:8.1f} {l['data_wait_fraction']:9.1%} "
               f"{r['data_stall_fraction']:6.1%} {r['achieved_tflops']['memory']:11.3f}")
+    print(f"\n{'method':12s} {'step s':>7s} {'clips/s':>8s} {'vs baseline':>11s}   (batches from memory; sdn: adv,ent alternate)")
+    for r in result["methods"]:
+        print(f"{r['method']:12s} {r['step_s_median']:7.3f} {r['clips_per_s']:8.1f} {r['step_vs_baseline']:10.2f}x")
 
 
 @dataclass
@@ -218,9 +247,8 @@ class TrainStepConfig:
     size: PositiveInt = 56                   # crop side
     batch: NonNegativeInt = 8                # clips per step; 0: the largest power of two that fits (GPU)
     max_batch: PositiveInt = 256             # upper end of the --batch 0 search
-    # names checked in check(): list[Literal[...]] would be the mapper's way, but it checks a list
-    # flag's whole text with the item type, so "alternate,joint" would be refused
     schedule: list[Literal[SCHEDULES]] = field(default_factory=lambda: list(SCHEDULES))  # comma-separated
+    methods: list[Literal[tuple(METHODS)]] = field(default_factory=lambda: list(METHODS))  # timed against the baseline
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16, fp16: autocast (fp16 with a grad scaler)
     channels_last: bool = False              # channels-last-3d memory format
     steps: PositiveInt = 4                   # timed steps per measurement

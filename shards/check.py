@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .cli import USAGE, entry_point, parse_config
+from .cli import entry_point, parse_config, refuse
 from .files import file_sha256
 from .format import (BOX_ROW, BOXES_RAW, META_FIELDS, ShardFormatError, boxes_to_raw, check_member,
                      decode_members, scene_problem)
@@ -235,9 +235,7 @@ class CheckConfig:
 @entry_point("shards-check")
 def main(argv: list[str] | None = None) -> int:
     args = parse_config(CheckConfig, argv, "shards-check", __doc__.splitlines()[0], positional=("shards_dir",))
-    if not Path(args.shards_dir).is_dir():
-        print(f"shards-check: {args.shards_dir} is not a directory", file=sys.stderr)
-        return USAGE
+    refuse("shards-check", [] if Path(args.shards_dir).is_dir() else [f"{args.shards_dir} is not a directory"])
     summary, problems = check_dir(args.shards_dir, decode=args.decode)
     for line in summary:
         print(line)

@@ -70,6 +70,9 @@ def test_train_step_benchmark(tmp_path):
             assert positive(row[source]["clips_per_s"]) and positive(row[source]["step_s_median"])
             assert 0 <= row[source]["data_wait_fraction"] <= 1
         assert 0 <= row["data_stall_fraction"] <= 1 and positive(row["achieved_tflops"]["memory"])
+    methods = r["methods"]
+    assert [m["method"] for m in methods] == ["baseline", "sdn", "be", "actorcutmix", "fame", "stillmix", "albar"]
+    assert methods[0]["step_vs_baseline"] == 1.0 and all(positive(m["step_s_median"]) for m in methods)
 
 
 def test_segments_benchmark(tmp_path):

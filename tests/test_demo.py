@@ -6,11 +6,15 @@ import json
 from train.demo import METRICS, main
 
 
+def toy_demo(runs, data, *extra: str) -> int:
+    return main(["--out", str(runs), "--data", str(data), "--train", "20", "--val", "10", "--test", "10",
+                 "--novel", "10", "--video-size", "48", "--frames-video", "12", "--frames", "8", "--size", "40",
+                 "--batch-size", "4", "--steps", "2", "--probe-epochs", "1", *extra])
+
+
 def test_demo_toy_size(tmp_path):
     runs, data = tmp_path / "runs", tmp_path / "data"
-    assert main(["--out", str(runs), "--data", str(data), "--train", "20", "--val", "10", "--test", "10",
-                 "--novel", "10", "--video-size", "48", "--frames-video", "12", "--frames", "8", "--size", "40",
-                 "--batch-size", "4", "--steps", "2", "--clips", "2", "--probe-epochs", "1", "--seeds", "2"]) == 0
+    assert toy_demo(runs, data, "--clips", "2", "--seeds", "2") == 0
     results = json.loads((runs / "results.json").read_text())
     assert set(results["models"]) == {"baseline", "debiased", "control"} and results["seeds"] == [0, 1]
     for stats in results["models"].values():
@@ -23,3 +27,16 @@ def test_demo_toy_size(tmp_path):
     assert "| baseline (none) |" in report and "| debiased (adv,ent) |" in report and "| control (none, unbiased" in report
     assert "±" in report and "adversary lambda 0.1" in report
     assert (runs / "report.png").stat().st_size > 10_000 and (runs / "cams" / "cams.png").is_file()
+
+
+def test_demo_with_every_method_makes_one_table(tmp_path):
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    assert toy_demo(runs, data, "--clips", "1", "--methods", "all") == 0
+    results = json.loads((runs / "results.json").read_text())
+    assert list(results["models"]) == ["baseline", "debiased", "be", "actorcutmix", "fame", "stillmix", "albar",
+                                       "control"]
+    for name in ("be", "albar"):
+        assert json.loads((runs / "seed0" / name / "config.json").read_text())["method"] == name
+    assert (data / "stillmix_bank.npz").is_file()
+    report = (runs / "report.md").read_text()
+    assert "| albar (ALBAR, Fioresi et al. 2025) |" in report and "| stillmix (StillMix, Li et al. 2023) |" in report

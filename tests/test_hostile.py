@@ -482,7 +482,7 @@ NONSENSE = [  # (command, flags added to its base, a fragment of the one line it
     ("benchmarks/train_step.py", "--steps 0", "argument --steps"),
     ("benchmarks/train_step.py", "--video-size 15", "argument --video-size"),
     ("benchmarks/train_step.py", "--size 100", "--video-size 64 must be even and at least --size 100"),
-    ("benchmarks/train_step.py", "--arch foo", "argument --arch: invalid choice"),
+    ("benchmarks/train_step.py", "--arch foo", "argument --arch: choose from r3d18, r3d18-w32, r3d18-w16, not 'foo'"),
     ("benchmarks/synth_controls.py", "--lr nan", "argument --lr"),
     ("benchmarks/synth_controls.py", "--crop 100", "--crop at most --size"),
     ("benchmarks/synth_controls.py", "--steps 0", "argument --steps"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from shards.loader import build_loader, describe
-from shards.loader.masking import CLIP_MEAN, CLIP_STD, box_rects, masked_copy, normalise
+from shards.loader.masking import CLIP_MEAN, CLIP_STD, box_rects, human_pixels, masked_copy, normalise
 from shards.loader.sampling import MaskFilter, SplitIndex, epoch_batches
 from shards.video import decode_frames, decode_video
 
@@ -133,14 +133,17 @@ def test_masked_copy_equals_a_box_by_box_fill():
     r0, c0 = torch.randint(0, 15, (b, t, k), generator=g), torch.randint(0, 18, (b, t, k), generator=g)
     rects = torch.stack([r0, r0 + torch.randint(0, 8, (b, t, k), generator=g), c0, c0 + 6], -1).int()
     flips = torch.tensor([False, True, False])
-    expect = clip.clone()
+    expect, expect_inside = clip.clone(), torch.zeros(b, t, h, w, dtype=torch.bool)
     fill = ((means / 255 - torch.tensor(CLIP_MEAN)) / torch.tensor(CLIP_STD))
     for i in range(b):
         for j in range(t):
             for r0_, r1_, c0_, c1_ in rects[i, j].tolist():
                 c0_, c1_ = (w - c1_, w - c0_) if flips[i] else (c0_, c1_)
                 expect[i, :, j, r0_:r1_, c0_:c1_] = fill[i, j][:, None, None]
-    assert torch.equal(masked_copy(clip, means, rects, flips), expect)
+                expect_inside[i, j, r0_:r1_, c0_:c1_] = True
+    inside = human_pixels(rects, flips, h, w)
+    assert torch.equal(inside, expect_inside) and 0 < inside.sum() < inside.numel()
+    assert torch.equal(masked_copy(clip, means, inside), expect)
 
 
 def test_drawn_rectangle_masked_exactly():
@@ -153,7 +156,7 @@ def test_drawn_rectangle_masked_exactly():
     for flip in (False, True):
         flips = torch.tensor([flip])
         clip = normalise(crop, flips)
-        masked = masked_copy(clip, means, rects, flips)
+        masked = masked_copy(clip, means, human_pixels(rects, flips, 8, 8))
         expected = frame[:, :, :, :8].astype(np.float32)
         expected[0, 0, 2:5, 3:7] = 90.0
         if flip:

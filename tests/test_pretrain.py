@@ -32,11 +32,13 @@ def train_records(out: Path) -> list[dict]:
     return [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"]
 
 
-def test_resume_gives_identical_numbers(synth_shards, tmp_path):
+@pytest.mark.parametrize("method", ["sdn", "stillmix"])  # stillmix: a method's own draws repeat too
+def test_resume_gives_identical_numbers(synth_shards, tmp_path, method):
     # 12 training videos / batch 4 = 3 iterations per epoch: 5 iterations cross an epoch end
-    assert pretrain(args(synth_shards, tmp_path / "straight", "--max-steps", "5")) == 0
-    assert pretrain(args(synth_shards, tmp_path / "resumed", "--max-steps", "2")) == 0
-    assert pretrain(args(synth_shards, tmp_path / "resumed", "--max-steps", "5")) == 0
+    run = lambda name, steps: pretrain(args(synth_shards, tmp_path / name, "--max-steps", steps, "--method", method))
+    assert run("straight", "5") == 0
+    assert run("resumed", "2") == 0
+    assert run("resumed", "5") == 0
     a, b = (checkpoint.load(tmp_path / run / "checkpoint.pt") for run in ("straight", "resumed"))
     assert a["step"] == b["step"] == 5 and a["epoch"] == b["epoch"] == 1 and a["batch_in_epoch"] == 2
     for name in ("backbone", "scene_head"):

@@ -2,13 +2,15 @@
 
     python -m train.demo                       # one seed, 8 minutes on 2 AVX-512 CPU cores
     python -m train.demo --seeds 3 --ablation  # mean and spread over seeds, the paper's Table 5 (~36 minutes)
+    python -m train.demo --methods all         # also BE, ActorCutMix, FAME, StillMix and ALBAR (train/methods/)
 
 1. prep-synth: a biased world (train/val at --bias, unbiased test, novel-action splits) and,
    for the control, a train split of the same world unbiased (--bias 0); prep-shards for each.
 2. pretrain, with the same seed and budget: the baseline (--debias none), the debiased model
    (adv,ent), the control (a baseline on the unbiased train split: it shows the action is
-   learnable at this budget, without which the comparison means nothing), and with --ablation
-   the adversary alone (adv) and the entropy loss alone (ent).
+   learnable at this budget, without which the comparison means nothing), with --ablation
+   the adversary alone (adv) and the entropy loss alone (ent), and with --methods the later
+   methods, each with its official defaults (StillMix with a frame bank made once).
 3. evaluate each on the biased val and the unbiased test split (video level), on test clips
    outside their action's home scene (nonhome_top1, and home_fallback: the fraction of those
    predicted as the scene's home action), on the biased val split's human-masked clips
@@ -24,7 +26,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -38,12 +40,16 @@ from shards.cli import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloa
 from train.evaluation.cam import CamConfig, run as cam
 from train.evaluation.evaluate import dataset_bias, evaluate_model
 from train.evaluation.finetune import FinetuneConfig, run as finetune
+from train.methods import METHODS
+from train.methods.stillmix_bank import BankConfig, build_bank
 from train.model import ARCHS
 from train.pretrain import Config as PretrainConfig, run as pretrain
 
 METRICS = ("val_top1", "test_top1", "nonhome_top1", "home_fallback", "novel_top1", "masked_top1", "masked_confidence",
            "scene_probe_acc")
 VARIANTS = {"baseline": "none", "adv": "adv", "ent": "ent", "debiased": "adv,ent"}  # the paper's Table 5 order
+PAPERS = {"be": "Background Erasing, Wang et al. 2021", "actorcutmix": "ActorCutMix, Zou et al. 2021",
+          "fame": "FAME, Ding et al. 2022", "stillmix": "StillMix, Li et al. 2023", "albar": "ALBAR, Fioresi et al. 2025"}
 
 
 def make_data(a: DemoConfig, data: Path) -> dict[str, Path]:
@@ -69,10 +75,26 @@ def run_settings(a: DemoConfig) -> dict:
                 val_every=0)  # the demo evaluates afterwards, at video level
 
 
-def pretrain_config(a: DemoConfig, shards: Path, out: Path, debias: str, seed: int) -> PretrainConfig:
+def pretrain_config(a: DemoConfig, shards: Path, out: Path, debias: str, seed: int, method: str = "sdn",
+                    bank: str = "") -> PretrainConfig:
     return PretrainConfig(shards=str(shards), out=str(out), debias=debias, seed=seed, arch=a.arch, input=a.input,
                           frames=a.frames, stride=a.stride, size=a.size, lr=a.lr, epochs=1000, max_steps=a.steps,
-                          adv_lambda=a.adv_lambda, mask_shape=a.mask_shape, **run_settings(a))
+                          adv_lambda=a.adv_lambda, mask_shape=a.mask_shape, method=method, stillmix_bank=bank,
+                          **run_settings(a))
+
+
+def methods_of(a: DemoConfig) -> list[str]:
+    return list(METHODS) if "all" in a.methods else list(dict.fromkeys(a.methods))
+
+
+def stillmix_bank(a: DemoConfig, shards: Path) -> str:
+    """StillMix's frame bank for the demo's world, made once beside its shards (the reference
+    network: the demo's backbone on single frames, 200 iterations)."""
+    path = shards.parent / "stillmix_bank.npz"
+    if not path.exists():
+        build_bank(BankConfig(shards=str(shards), out=str(path), arch=a.arch, size=a.size, steps=200,
+                              batch_size=a.batch_size, device="cpu", loader=a.loader, workers=a.workers))
+    return str(path)
 
 
 def home_metrics(predictions: Path, classes: list[str], world: dict) -> dict:
@@ -88,12 +110,14 @@ def home_metrics(predictions: Path, classes: list[str], world: dict) -> dict:
 def run_seed(a: DemoConfig, seed: int, data: dict, runs: Path) -> dict:
     world = json.loads(data["world"].read_text())
     results = {}
-    models = [(n, d, data["main"]) for n, d in VARIANTS.items() if a.ablation or n in ("baseline", "debiased")]
-    models.append(("control", "none", data["control"]))
-    for name, debias, shards in models:
+    models = [(n, d, "sdn", data["main"]) for n, d in VARIANTS.items() if a.ablation or n in ("baseline", "debiased")]
+    models += [(m, "none", m, data["main"]) for m in methods_of(a)]
+    models.append(("control", "none", "sdn", data["control"]))
+    for name, debias, method, shards in models:
         out = runs / f"seed{seed}" / name
         start = time.perf_counter()
-        if pretrain(pretrain_config(a, shards, out, debias, seed)) != 0:
+        bank = stillmix_bank(a, shards) if method == "stillmix" else ""
+        if pretrain(pretrain_config(a, shards, out, debias, seed, method, bank)) != 0:
             raise SystemExit(f"demo: pretraining {name} failed")
         ckpt = out / "checkpoint.pt"
         trained = time.perf_counter()
@@ -132,7 +156,7 @@ def report(results: dict, runs: Path) -> str:
     seeds = len(results["seeds"])
     fmt = (lambda s: f"{s['mean']:.3f} ± {s['std']:.3f}") if seeds > 1 else (lambda s: f"{s['mean']:.3f}")
     c = results["config"]
-    losses = {**VARIANTS, "control": "none, unbiased train split"}
+    losses = {**VARIANTS, **PAPERS, "control": "none, unbiased train split"}
     lines = [f"# scene-debias demo: synthetic scene-biased set ({seeds} seed{'s' * (seeds > 1)})", "",
              f"World: bias {c['bias']}, {c['difficulty']}, {c['train']} train videos. Pretraining: {c['arch']} "
              f"({c['input']}), {c['frames']} frames (stride {c['stride']}) x {c['size']} px, batch {c['batch_size']}, "
@@ -178,6 +202,7 @@ class DemoConfig:
     data: str = "data/demo"                  # the generated videos and their shards (reused when present)
     seeds: PositiveInt = 1                   # train every model with seeds 0..N-1 (mean and spread)
     ablation: bool = False                   # also train the adversary alone and the entropy loss alone
+    methods: list[Literal[("all", *METHODS)]] = field(default_factory=list)  # also train these later methods (all: every one)
     bias: Fraction = 0.9                     # how often an action happens in its home scene (train, val)
     difficulty: Literal[tuple(DIFFICULTIES)] = "easy"  # how hard the actions are to tell apart
     world_seed: NonNegativeInt = 0           # the world's random seed

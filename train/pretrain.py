@@ -55,6 +55,7 @@ from train import checkpoint
 from train.distributed import all_sum, cleanup, print0, setup_distributed
 from train.metrics import MetricLog
 from train.model import ARCHS, SceneHead, build_backbone
+from train.methods import METHODS, build_method
 from train.step import SCHEDULES, DebiasStep, Losses
 
 TERMINATED = 128 + signal.SIGTERM  # 143: the exit code after SIGTERM (a checkpoint was written)
@@ -79,13 +80,16 @@ class Config:
     lr: PositiveFloat = 1e-3                 # learning rate for a global batch of 32 (scaled linearly)
     weight_decay: NonNegativeFloat = 1e-5    # the paper's
     lr_patience: NonNegativeInt = 5          # epochs without a better validation loss before lr /= 10
-    debias: Literal["none", "adv", "ent", "adv,ent"] = "adv,ent"  # none, or the paper's ablation of its two losses
+    method: Literal[("sdn", *METHODS)] = "sdn"  # sdn (the paper), or a later method (train/methods/)
+    debias: Literal["none", "adv", "ent", "adv,ent"] = "adv,ent"  # SDN's losses: none, or the paper's ablation
     schedule: Literal[SCHEDULES] = "alternate"  # alternate: two steps per iteration (the paper); joint: one
     adv_lambda: NonNegativeFloat = 0.5       # gradient reversal strength
     ent_weight: NonNegativeFloat = 1.0       # weight of the entropy loss
     scene_labels: Literal["soft", "hard"] = "soft"  # soft: the averaged Places365 softmax; hard: its argmax
     mask_shape: Literal["box", "tube"] = "box"  # box: each frame's boxes (the paper); tube: the clip's union
     mask_threshold: Fraction = 0.3           # detector score from which a box is masked
+    consistency: NonNegativeFloat = 0.0      # be, fame, stillmix: MSE of transformed to original features (0: CE only)
+    stillmix_bank: str = ""                  # stillmix: a frame bank of train/methods/stillmix_bank.py ('': random variant)
     device: Literal["cuda", "cpu"] = "cuda"  # where the model trains
     loader: Literal["dali", "torch"] = "dali"  # torch: the reference loader
     workers: NonNegativeInt = 4              # DALI threads or DataLoader workers per process
@@ -113,6 +117,11 @@ def check(cfg: Config) -> None:
         problems.append(f"--workers {cfg.workers}: the DALI loader needs at least 1 thread")
     if cfg.init and not Path(cfg.init).is_file():
         problems.append(f"--init {cfg.init}: no such file")
+    if cfg.consistency and cfg.method not in ("be", "fame", "stillmix"):
+        problems.append(f"--consistency applies to --method be, fame or stillmix, not {cfg.method}")
+    if cfg.stillmix_bank and (cfg.method != "stillmix" or not Path(cfg.stillmix_bank).is_file()):
+        problems.append(f"--stillmix-bank {cfg.stillmix_bank}: " + (
+            "no such file" if cfg.method == "stillmix" else f"a bank is for --method stillmix, not {cfg.method}"))
     refuse("pretrain", problems)
 
 
@@ -178,7 +187,7 @@ def run(cfg: Config) -> int:
     if dist.device.type == "cpu":  # local processes must not oversubscribe the cores (benchmarks/README.md, Train step)
         torch.set_num_threads(cfg.threads or cores_per_process())
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
-    adv, ent = "adv" in cfg.debias, "ent" in cfg.debias
+    adv, ent = (cfg.method == "sdn" and loss in cfg.debias for loss in ("adv", "ent"))
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if dist.device.type == "cuda" else "fp32")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
@@ -258,9 +267,10 @@ def run(cfg: Config) -> int:
         if path == ckpt_path:
             saved_step = step
 
+    method = build_method(cfg.method, dist.device, size=cfg.size, consistency=cfg.consistency, bank=cfg.stillmix_bank)
     train_step = DebiasStep(net, head, optimizer, scaler, Losses(adv, ent, cfg.adv_lambda, cfg.ent_weight,
                                                               cfg.scene_labels == "hard", cfg.schedule),
-                            amp, cfg.channels_last)
+                            amp, cfg.channels_last, method, cfg.seed, dist.rank)
 
     def diverged_message(losses: dict, keys: list[str]) -> str:
         where = f" on rank {dist.rank}" if dist.world_size > 1 else ""
@@ -283,7 +293,7 @@ def run(cfg: Config) -> int:
             batch_in_epoch, wait, tick = start_batch, 0.0, time.perf_counter()
             for batch in train_loader:
                 fetched = time.perf_counter()
-                losses = train_step(batch)
+                losses = train_step(batch, step)
                 finite = all(math.isfinite(v) for v in losses.values())
                 # one collective per step: has any rank diverged, or been asked to stop
                 diverged, signalled = all_sum([float(not finite), float(stop["signal"] != 0)], dist.device)

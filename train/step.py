@@ -10,6 +10,11 @@ gradient_reversal.py); without it (`adv=False`) the head still learns the scene,
 features, so its accuracy keeps measuring how much scene the features hold. The masked pass
 counts only clips whose video passed the people filter and that show a person (`mask_ok &
 has_human`); every rank runs it even when its batch has none (weight 0), as DDP needs.
+
+With a `method` of train/methods/ (BE, ActorCutMix, FAME, StillMix, ALBAR) the step is that
+method's loss instead, one optimizer step per iteration (the schedules are SDN's), and the scene
+head again learns on detached features. Its random draws come from a generator seeded with
+(seed, rank, step), so a resumed run repeats them.
 """
 from __future__ import annotations
 
@@ -43,11 +48,12 @@ class DebiasStep:
 
     def __init__(self, net: torch.nn.Module, head: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, losses: Losses, amp: Callable = contextlib.nullcontext,
-                 channels_last: bool = False):
+                 channels_last: bool = False, method: Callable | None = None, seed: int = 0, rank: int = 0):
         if losses.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, not {losses.schedule!r}")
         self.net, self.head, self.optimizer, self.scaler = net, head, optimizer, scaler
         self.losses, self.amp, self.channels_last = losses, amp, channels_last
+        self.method, self.seed, self.rank = method, seed, rank
 
     def optimize(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
@@ -60,10 +66,12 @@ class DebiasStep:
         return (F.cross_entropy(logits.float(), batch["label"]),
                 scene_loss(self.head(scene_in), batch["scene"], self.losses.hard_scene_labels))
 
-    def __call__(self, batch: dict) -> dict:
+    def __call__(self, batch: dict, step: int = 0) -> dict:
         losses, clip = self.losses, batch["clip"]
         if self.channels_last:
             clip = clip.contiguous(memory_format=torch.channels_last_3d)
+        if self.method is not None:
+            return self._method_step({**batch, "clip": clip}, step)
         weight = batch["mask_ok"] & batch["has_human"]
         ent_loss = torch.zeros((), device=clip.device)
         if losses.schedule == "alternate":
@@ -84,3 +92,14 @@ class DebiasStep:
                     ent_loss = entropy_loss(logits[n:], weight)
             self.optimize(ce + adv_loss + losses.ent_weight * ent_loss)
         return {"ce": ce.item(), "scene": adv_loss.item(), "entropy": ent_loss.item()}
+
+    def _method_step(self, batch: dict, step: int) -> dict:
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.rank) * 1_000_003 + step)
+        with self.amp():
+            out = self.method(self.net, batch, generator)
+            scene = scene_loss(self.head(out.features.detach()), batch["scene"], self.losses.hard_scene_labels)
+        self.optimize(out.loss + scene)
+        names = ["ce", "scene", *out.parts]
+        values = torch.stack([out.ce.detach().float(), scene.detach().float(),
+                              *(v.detach().float() for v in out.parts.values())]).tolist()  # one host sync
+        return {"entropy": 0.0, **dict(zip(names, values))}

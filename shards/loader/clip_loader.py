@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..format import ShardFormatError
-from .masking import box_rects, masked_copy, pad_rects
+from .masking import box_rects, human_pixels, masked_copy, pad_rects
 from .sampling import LoaderConfig, MaskFilter, SplitIndex, epoch_batches, params_of
 from .torch_decoder import TorchDecoder
 
@@ -68,9 +68,11 @@ class ClipLoader:
             means = means.to(self.device, non_blocking=True)
             rects = torch.from_numpy(pad_rects([d["rects"] for d in described])).to(self.device)
             flips = torch.tensor([d["params"].flip for d in described], device=self.device)
+            human = human_pixels(rects, flips, clip.shape[-2], clip.shape[-1])
             yield {
                 "clip": clip,
-                "masked": masked_copy(clip, means, rects, flips),
+                "masked": masked_copy(clip, means, human),
+                "human": human,  # (B, T, H, W) inside a box: where the masked copy was filled
                 "label": torch.from_numpy(self.index.labels[[s for s, _ in items]]).to(self.device),
                 "scene": torch.from_numpy(np.stack([self.index.scene(s) for s, _ in items])).to(self.device),
                 "mask_ok": torch.from_numpy(self.index.mask_ok[[s for s, _ in items]]).to(self.device),

@@ -83,25 +83,31 @@ def normalise(frames: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     return torch.addcmul((-mean / std).view(1, 3, 1, 1, 1), clip, (1 / (255 * std)).view(1, 3, 1, 1, 1), out=clip)
 
 
-def masked_copy(clip: torch.Tensor, means: torch.Tensor, rects: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+def human_pixels(rects: torch.Tensor, flips: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Which pixels of a batch's crops lie inside a box: rects int (B, T, K, 4) from box_rects
+    (crop coordinates, before the flip), flips bool (B,) -> bool (B, T, H, W), mirrored for the
+    flipped clips as the clips are. The mask the masked copy fills, and what methods that move
+    the actor between clips (ActorCutMix) paste."""
+    dev = rects.device
+    r0, r1, c0, c1 = rects.unbind(-1)
+    flip = flips.view(-1, 1, 1)
+    c0, c1 = torch.where(flip, width - c1, c0), torch.where(flip, width - c0, c1)
+    rows, cols = torch.arange(height, device=dev), torch.arange(width, device=dev)
+    rows_in = ((rows >= r0[..., None]) & (rows < r1[..., None])).float()  # (B, T, K, H)
+    cols_in = ((cols >= c0[..., None]) & (cols < c1[..., None])).float()  # (B, T, K, W)
+    # the union of the K rectangles as (H, K) @ (K, W) counts: one small batched matmul, 2.4x
+    # faster on a CPU than an (B, T, K, H, W) "and" reduced over K (benchmarks/README.md)
+    return torch.matmul(rows_in.transpose(-1, -2), cols_in) > 0
+
+
+def masked_copy(clip: torch.Tensor, means: torch.Tensor, inside: torch.Tensor) -> torch.Tensor:
     """The human-masked copy of a normalised batch, on its device, in one select.
 
     clip float (B, 3, T, H, W) from normalise (flipped where asked), means (B, T, 3) full-frame
-    means in [0, 255], rects int (B, T, K, 4) from box_rects (crop coordinates, before the flip)
-    -> float (B, 3, T, H, W). Masking commutes with the flip and the normalisation, so the
-    rectangles are mirrored for flipped clips and the fill is the normalised mean.
+    means in [0, 255], inside bool (B, T, H, W) from human_pixels -> float (B, 3, T, H, W).
+    Masking commutes with the flip and the normalisation, so the fill is the normalised mean.
     """
-    b, _, t, h, w = clip.shape
     dev = clip.device
     std, mean = torch.tensor(CLIP_STD, device=dev), torch.tensor(CLIP_MEAN, device=dev)
-    flip = flips.view(-1, 1, 1)
-    r0, r1, c0, c1 = rects.unbind(-1)
-    c0, c1 = torch.where(flip, w - c1, c0), torch.where(flip, w - c0, c1)
-    rows, cols = torch.arange(h, device=dev), torch.arange(w, device=dev)
-    rows_in = ((rows >= r0[..., None]) & (rows < r1[..., None])).to(clip.dtype)  # (B, T, K, H)
-    cols_in = ((cols >= c0[..., None]) & (cols < c1[..., None])).to(clip.dtype)  # (B, T, K, W)
-    # the union of the K rectangles as (H, K) @ (K, W) counts: one small batched matmul, 2.4x
-    # faster on a CPU than an (B, T, K, H, W) "and" reduced over K (benchmarks/README.md)
-    inside = torch.matmul(rows_in.transpose(-1, -2), cols_in) > 0  # (B, T, H, W)
     fill = ((means.float() / 255 - mean) / std).permute(0, 2, 1)[..., None, None]  # (B, 3, T, 1, 1)
     return torch.where(inside[:, None], fill, clip)
