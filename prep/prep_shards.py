@@ -83,6 +83,7 @@ class PrepConfig:
     codec: Literal["vp9", "h264", "mjpeg"] = "vp9"  # vp9: DALI decodes it on CPU and GPU; h264: GPU only
     gop: Annotated[int, integer(1, 1000)] = GOP  # frames per independently decodable segment
     short_side: Annotated[int, integer(0, 4096)] = 128  # scale down so the short side is this (never up; even; 0: keep)
+    # at most 240: above that a 10-s clip becomes thousands of frames
     fps: Annotated[float, number(0, 240)] = 0.0  # resample (by timestamps) to this rate; 0: the source's
     shard_size: PositiveInt = 128            # videos per shard
     limit: NonNegativeInt = 0                # first N videos of each split (by key); 0 = all
