@@ -190,6 +190,8 @@ def run(cfg: Config) -> int:
     adv, ent = (cfg.method == "sdn" and loss in cfg.debias for loss in ("adv", "ent"))
     precision = cfg.precision if cfg.precision != "auto" else ("bf16" if dist.device.type == "cuda" else "fp32")
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    # a method's own files (a StillMix bank) are read before the data, so a bad one is refused first
+    method = build_method(cfg.method, dist.device, size=cfg.size, consistency=cfg.consistency, bank=cfg.stillmix_bank)
 
     # ---- data
     common = dict(backend=cfg.loader, frames=cfg.frames, size=cfg.size, stride=cfg.stride, device=dist.device.type,
@@ -267,7 +269,6 @@ def run(cfg: Config) -> int:
         if path == ckpt_path:
             saved_step = step
 
-    method = build_method(cfg.method, dist.device, size=cfg.size, consistency=cfg.consistency, bank=cfg.stillmix_bank)
     train_step = DebiasStep(net, head, optimizer, scaler, Losses(adv, ent, cfg.adv_lambda, cfg.ent_weight,
                                                               cfg.scene_labels == "hard", cfg.schedule),
                             amp, cfg.channels_last, method, cfg.seed, dist.rank)
