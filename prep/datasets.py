@@ -288,6 +288,33 @@ def kinetics_mini(root: str | os.PathLike, annotations: str | os.PathLike | None
     return classes, items
 
 
+MIMETICS_HINT = ("mimetics_v1.0.csv comes with Mimetics (europe.naverlabs.com/research/computer-vision/mimetics); "
+                 "pass annotations=DIR if it is elsewhere")
+
+
+def mimetics(root: str | os.PathLike, annotations: str | os.PathLike | None = None) -> tuple[list[str], Items]:
+    """Mimetics (Weinzaepfel & Rogez, IJCV 2021): 713 clips of 50 Kinetics-400 classes mimed
+    without their objects or scenes, a test set only; split "test".
+
+    Annotations: `mimetics_v1.0.csv` (Kinetics' columns `label,youtube_id,time_start,time_end`),
+    in `annotations`, else ROOT/annotations, else ROOT.
+    Videos: `<youtube_id>_<start:06d>_<end:06d>.{mp4,webm,mkv}` (or a bare `<youtube_id>.*`)
+    down to 2 folder levels under ROOT (flat, ROOT/test/, class folders).
+    Classes: the sorted label names, Kinetics-400's own: evaluate matches them by name to a
+    Kinetics model's classes. Key and source_id as for Kinetics-400.
+    """
+    root = Path(root)
+    csv_path = _find(_dirs(root, annotations, "annotations"), ["mimetics_v1.0.csv", "mimetics.csv"],
+                     "Mimetics annotation CSV", MIMETICS_HINT)
+    rows = read_kinetics_csv(csv_path)
+    classes = sorted({r["label"] for r in rows})
+    videos = index_videos(root, max_depth=2)
+    items = [(stem, r["youtube_id"], _pick(videos.get(stem)) or _pick(videos.get(r["youtube_id"])),
+              classes.index(r["label"]), r["label"])
+             for r in rows for stem in [f"{r['youtube_id']}_{r['start']:06d}_{r['end']:06d}"]]
+    return classes, {"test": _items("test", items, csv_path)}
+
+
 # ---------------------------------------------------------------------------------------------
 # UCF-101, HMDB-51, Diving48
 
@@ -472,6 +499,7 @@ ADAPTERS: dict[str, Callable[..., tuple[list[str], Items]]] = {
     "synth-novel": synth_novel,
     "kinetics-400": kinetics400,
     "kinetics-mini": kinetics_mini,
+    "mimetics": mimetics,
     "ucf101": ucf101,
     "hmdb51": hmdb51,
     "diving48": diving48,

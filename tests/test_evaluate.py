@@ -12,7 +12,8 @@ from conftest import make_sample
 from shards import NUM_SCENES, ShardWriter, add_split, new_manifest, write_manifest
 from shards.loader import build_loader
 from train import checkpoint
-from train.evaluation.evaluate import dataset_bias, load_model, video_outputs
+from train.evaluation.evaluate import dataset_bias, video_outputs
+from train.evaluation.models import load_model
 from train.evaluation.finetune import main as finetune
 from train.evaluation.linear_probe import accuracy, fit_linear
 from train.pretrain import main as pretrain

@@ -16,9 +16,12 @@
    predicted as the scene's home action), on the biased val split's human-masked clips
    (masked_top1: a scene-reliant model keeps its accuracy there, on the unbiased test split
    everyone is at chance; masked_confidence: the mean top probability there), with a linear
-   scene probe; then a linear probe on the novel actions (novel_top1). Dataset scene bias of
-   every split (Eq. 1).
-4. runs/demo/results.json, report.md, report.png and CAM pictures; the table is printed.
+   scene probe; the out-of-context suite on the biased val split, where a swapped-in background
+   still tells its own action (human-only, background-only, actor swap, SCUBA / SCUFO on boxes:
+   train/evaluation/ooc_suite.py); then a linear probe on the
+   novel actions (novel_top1). Dataset scene bias of every split (Eq. 1).
+4. runs/demo/results.json, report.md, report.png, CAM pictures and ooc.png (one val clip under
+   each out-of-context transform); the tables are printed.
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
+import torch
 
 from prep.prep_shards import PrepConfig, run as prep_shards
 from prep.synth.generate import DIFFICULTIES, generate
@@ -40,6 +44,8 @@ from shards.cli import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloa
 from train.evaluation.cam import CamConfig, run as cam
 from train.evaluation.evaluate import dataset_bias, evaluate_model
 from train.evaluation.finetune import FinetuneConfig, run as finetune
+from train.evaluation.models import load_model
+from train.evaluation.ooc_suite import OOC_METRICS, ooc_picture, ooc_suite
 from train.methods import METHODS
 from train.methods.stillmix_bank import BankConfig, build_bank
 from train.model import ARCHS
@@ -47,6 +53,7 @@ from train.pretrain import Config as PretrainConfig, run as pretrain
 
 METRICS = ("val_top1", "test_top1", "nonhome_top1", "home_fallback", "novel_top1", "masked_top1", "masked_confidence",
            "scene_probe_acc")
+OOC = tuple(f"ooc_{m}" for m in OOC_METRICS if m != "top1")  # the suite on the val split (its top1 is val_top1)
 VARIANTS = {"baseline": "none", "adv": "adv", "ent": "ent", "debiased": "adv,ent"}  # the paper's Table 5 order
 PAPERS = {"be": "Background Erasing, Wang et al. 2021", "actorcutmix": "ActorCutMix, Zou et al. 2021",
           "fame": "FAME, Ding et al. 2022", "stillmix": "StillMix, Li et al. 2023", "albar": "ALBAR, Fioresi et al. 2025"}
@@ -130,13 +137,14 @@ def run_seed(a: DemoConfig, seed: int, data: dict, runs: Path) -> dict:
         if finetune(probe, **run_settings(a)) != 0:
             raise SystemExit(f"demo: novel transfer of {name} failed")
         novel = json.loads((out / "novel" / "results.json").read_text())
+        ooc = ooc_suite(ckpt, data["main"], "val", **ev)  # val: its backgrounds still tell the action
         results[name] = {"val_top1": val["top1"], "test_top1": test["top1"],
                          **home_metrics(out / "test_predictions.jsonl", world["actions"], world),
                          "novel_top1": novel["mean_top1"], "masked_top1": val["masked_top1"],
                          "masked_confidence": val["masked_confidence"],
-                         "scene_probe_acc": test["scene_probe_acc"],
+                         "scene_probe_acc": test["scene_probe_acc"], **{f"ooc_{m}": ooc[m] for m in OOC_METRICS if m != "top1"},
                          "pretrain_s": trained - start, "evaluate_s": time.perf_counter() - trained}
-        print(f"[seed {seed}] {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in results[name].items()), flush=True)
+        print(f"[seed {seed}] {name}: " + ", ".join(f"{k} {number(v)}" for k, v in results[name].items()), flush=True)
     return results
 
 
@@ -144,17 +152,21 @@ def summarise(per_seed: list[dict]) -> dict:
     out = {}
     for name in per_seed[0]:
         out[name] = {}
-        for m in METRICS:
-            values = [r[name][m] for r in per_seed]
-            out[name][m] = {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0,
-                            "values": values}
+        for m in METRICS + OOC:
+            values = [r[name][m] for r in per_seed if r[name][m] is not None]  # None: a split too small for the figure
+            out[name][m] = {"mean": statistics.fmean(values) if values else None,
+                            "std": statistics.pstdev(values) if len(values) > 1 else 0.0, "values": values}
     return out
+
+
+def number(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def report(results: dict, runs: Path) -> str:
     models = results["models"]
     seeds = len(results["seeds"])
-    fmt = (lambda s: f"{s['mean']:.3f} ± {s['std']:.3f}") if seeds > 1 else (lambda s: f"{s['mean']:.3f}")
+    fmt = (lambda s: f"{number(s['mean'])} ± {s['std']:.3f}") if seeds > 1 else (lambda s: number(s["mean"]))
     c = results["config"]
     losses = {**VARIANTS, **PAPERS, "control": "none, unbiased train split"}
     lines = [f"# scene-debias demo: synthetic scene-biased set ({seeds} seed{'s' * (seeds > 1)})", "",
@@ -164,13 +176,19 @@ def report(results: dict, runs: Path) -> str:
              "| model (losses) | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     lines += [f"| {name} ({losses[name]}) | " + " | ".join(fmt(models[name][m]) for m in METRICS) + " |"
               for name in models]
+    lines += ["", "Out-of-context suite on the biased val split, where a background still tells the action (box-based HAT "
+              "and SCUBA / SCUFO, train/evaluation/ooc_suite.py):",
+              "", "| model | " + " | ".join(m.removeprefix("ooc_") for m in OOC) + " |", "|---" * (len(OOC) + 1) + "|"]
+    lines += [f"| {name} | " + " | ".join(fmt(models[name][m]) for m in OOC) + " |" for name in models]
     lines += ["", "Dataset scene bias (Eq. 1, log(M / M_rand); 0 = the scene says nothing of the action):", "",
               "| split | scene->action accuracy | bias |", "|---|---|---|"]
     lines += [f"| {s} | {b['scene_action_acc']:.3f} | {b['dataset_bias']:.3f} |" for s, b in results["dataset_bias"].items()]
     lines += ["", "Higher is better for val/test/nonhome/novel top-1; lower is less scene reliance for home_fallback, "
               "scene_probe_acc, masked_top1 and masked_confidence (chance is 0.1; the masked figures are measured on the "
               "biased val split, where the scene alone still gives the action). The control is a baseline trained on an unbiased "
-              "train split of the same size and budget.", "", "![results](report.png)", "", "![cams](cams/cams.png)", ""]
+              "train split of the same size and budget. In the suite, a model that reads the actor keeps human_only, swap, scuba "
+              "and contrasted_acc high and background and swap_background near chance; one that reads the scene does the "
+              "opposite.", "", "![results](report.png)", "", "![cams](cams/cams.png)", "", "![out of context](ooc.png)", ""]
     text = "\n".join(lines)
     (runs / "report.md").write_text(text)
     return text
@@ -254,6 +272,8 @@ def run(a: DemoConfig) -> int:
     (runs / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     cam(CamConfig(checkpoint=[str(runs / "seed0" / m / "checkpoint.pt") for m in ("baseline", "debiased")],
                   name=["baseline", "debiased"], shards=str(shards["main"]), split="test", n=8, out=str(runs / "cams")))
+    ooc_picture(shards["main"], "val", runs / "ooc.png", load_model(str(runs / "seed0" / "baseline" / "checkpoint.pt"),
+                                                                     torch.device("cpu"))[2])
     plot(results, runs)
     print(report(results, runs))
     return 0

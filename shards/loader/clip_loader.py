@@ -73,6 +73,7 @@ class ClipLoader:
                 "clip": clip,
                 "masked": masked_copy(clip, means, human),
                 "human": human,  # (B, T, H, W) inside a box: where the masked copy was filled
+                "means": means,  # (B, T, 3) full-frame means in [0, 255]: the masked copy's fill
                 "label": torch.from_numpy(self.index.labels[[s for s, _ in items]]).to(self.device),
                 "scene": torch.from_numpy(np.stack([self.index.scene(s) for s, _ in items])).to(self.device),
                 "mask_ok": torch.from_numpy(self.index.mask_ok[[s for s, _ in items]]).to(self.device),

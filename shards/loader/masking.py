@@ -107,7 +107,11 @@ def masked_copy(clip: torch.Tensor, means: torch.Tensor, inside: torch.Tensor) -
     means in [0, 255], inside bool (B, T, H, W) from human_pixels -> float (B, 3, T, H, W).
     Masking commutes with the flip and the normalisation, so the fill is the normalised mean.
     """
-    dev = clip.device
+    return torch.where(inside[:, None], frame_fill(means), clip)
+
+
+def frame_fill(means: torch.Tensor) -> torch.Tensor:
+    """Full-frame means (B, T, 3) in [0, 255] -> their normalised colour (B, 3, T, 1, 1)."""
+    dev = means.device
     std, mean = torch.tensor(CLIP_STD, device=dev), torch.tensor(CLIP_MEAN, device=dev)
-    fill = ((means.float() / 255 - mean) / std).permute(0, 2, 1)[..., None, None]  # (B, 3, T, 1, 1)
-    return torch.where(inside[:, None], fill, clip)
+    return ((means.float() / 255 - mean) / std).permute(0, 2, 1)[..., None, None]

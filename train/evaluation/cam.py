@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from shards.cli import PositiveInt, config_problems, entry_point, integer, parse_config, refuse
 from shards.loader import build_loader
 from shards.loader.preview import to_uint8
-from train.evaluation.evaluate import load_model
+from train.evaluation.models import load_model
 
 
 @torch.no_grad()

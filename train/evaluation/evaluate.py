@@ -2,6 +2,7 @@
 
     python train/evaluation/evaluate.py --checkpoint runs/debiased/best.pt --shards data/synth-shards --split test --json out.json
     python train/evaluation/evaluate.py --shards data/synth-shards --split val --dataset-bias
+    python train/evaluation/evaluate.py --suite ooc --checkpoint runs/debiased/best.pt --shards data/synth-shards --split test
 
 Model evaluation (the paper's video-level protocol): the softmax averaged over --clips evenly
 spaced clips of each video gives its prediction (top-1, top-5); the same on the human-masked
@@ -10,6 +11,9 @@ confidence (the mean top probability there; 1 / classes when the model has no id
 probe is a linear classifier fitted on frozen features of --probe-split videos to predict the
 scene pseudo label's argmax, its accuracy on --split (lower means less scene information in
 the features). --predictions writes one JSON line per video.
+
+--suite ooc runs the out-of-context suite instead (human-only, background-only, actor swap,
+SCUBA / SCUFO on boxes, contrasted accuracy): train/evaluation/ooc_suite.py says what each means.
 
 Dataset scene bias (Choi et al., Eq. 1): log(M / M_rand), M the accuracy with which a linear
 classifier fitted on the 365-dim scene labels of --probe-split videos predicts the action of
@@ -31,20 +35,10 @@ from shards.cli import NonNegativeInt, PositiveInt, config_problems, entry_point
 from shards.format import NUM_SCENES
 from shards.loader import build_loader
 from shards.loader import SplitIndex
-from train import checkpoint
 from train.distributed import visible_device
 from train.evaluation.linear_probe import accuracy, fit_linear
-from train.model import SceneHead, build_backbone
-
-
-def load_model(path: str, device: torch.device):
-    state = checkpoint.load(path, device)
-    cfg = state["config"]
-    backbone = build_backbone(cfg["arch"], len(state["classes"]), cfg["input"]).to(device)
-    checkpoint.load_weights(backbone, state["backbone"], path)
-    scene_head = SceneHead(backbone.feature_dim).to(device)
-    checkpoint.load_weights(scene_head, state["scene_head"], path)
-    return backbone.eval(), scene_head.eval(), cfg
+from train.evaluation.models import load_model, model_labels
+from train.evaluation.ooc_suite import ooc_suite
 
 
 @torch.no_grad()
@@ -71,7 +65,7 @@ def video_outputs(backbone, shards, split, cfg, *, clips, device, loader, batch_
         counts.index_add_(0, idx, torch.ones(len(idx)))
     c = counts[:, None]
     scenes = np.stack([ld.index.scene(i) for i in range(n)]).argmax(1)
-    return {"probs": probs / c, "masked": masked / c, "features": feats / c, "labels": torch.from_numpy(ld.index.labels),
+    return {"probs": probs / c, "masked": masked / c, "features": feats / c, "labels": model_labels(ld.index, cfg["classes"]),
             "scene": torch.from_numpy(scenes), "keys": ld.index.keys}
 
 
@@ -141,6 +135,9 @@ class EvaluateConfig:
     clips: PositiveInt = 10                  # evenly spaced clips per video
     probe_split: str = "train"               # split the scene probe is fitted on ('' to skip)
     dataset_bias: bool = False               # measure the dataset's scene bias instead (Eq. 1)
+    suite: Literal["standard", "ooc"] = "standard"  # ooc: the out-of-context suite instead (train/evaluation/ooc_suite.py)
+    seed: NonNegativeInt = 0                 # ooc: draws the swap partners, backdrops and frozen frames
+    backdrops: str = ""                      # ooc: a folder of scene images for SCUBA (default: stripes)
     device: Literal["cuda", "cpu"] = field(default_factory=visible_device)  # cuda when one is visible
     loader: Literal["dali", "torch"] = "dali"  # torch: the reference loader
     batch_size: PositiveInt = 16             # clips per forward pass
@@ -158,6 +155,12 @@ def check(cfg: EvaluateConfig) -> None:
         problems.append(f"--workers {cfg.workers}: the DALI loader needs at least 1 thread")
     if not cfg.checkpoint and not cfg.dataset_bias:
         problems.append("--checkpoint is needed (or --dataset-bias)")
+    if cfg.dataset_bias and cfg.suite != "standard":
+        problems.append(f"--dataset-bias measures the dataset, not a model: drop --suite {cfg.suite}")
+    if cfg.backdrops and cfg.suite != "ooc":
+        problems.append("--backdrops is for --suite ooc")
+    elif cfg.backdrops and not Path(cfg.backdrops).is_dir():
+        problems.append(f"--backdrops {cfg.backdrops}: no such folder")
     refuse("evaluate", problems)
 
 
@@ -170,6 +173,9 @@ def run(cfg: EvaluateConfig) -> int:
     check(cfg)
     if cfg.dataset_bias:
         result = dataset_bias(cfg.shards, cfg.split, cfg.probe_split or "train")
+    elif cfg.suite == "ooc":
+        result = ooc_suite(cfg.checkpoint, cfg.shards, cfg.split, clips=cfg.clips, seed=cfg.seed, backdrops=cfg.backdrops,
+                           device=cfg.device, loader=cfg.loader, batch_size=cfg.batch_size, workers=cfg.workers)
     else:
         result = evaluate_model(cfg.checkpoint, cfg.shards, cfg.split, clips=cfg.clips, probe_split=cfg.probe_split,
                                 device=cfg.device, loader=cfg.loader, batch_size=cfg.batch_size, workers=cfg.workers,
