@@ -9,12 +9,14 @@ from __future__ import annotations
 import torch
 
 
-def entropy_loss(logits: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def entropy_loss(logits: torch.Tensor, weight: torch.Tensor | None = None, count: float | None = None) -> torch.Tensor:
     """-H(softmax(logits)), averaged over the clips with weight 1 (all clips when weight is None;
-    0 when no clip has weight)."""
+    0 when no clip has weight). `count` divides instead of this batch's number of weighted clips:
+    under DDP, the global number over the world size, so that the gradient DDP averages over the
+    ranks is the mean over every usable clip of the global batch, as in one process."""
     logp = torch.log_softmax(logits.float(), dim=1)
     entropy = -(logp.exp() * logp).sum(dim=1)
     if weight is None:
         return -entropy.mean()
     weight = weight.float()
-    return -(entropy * weight).sum() / weight.sum().clamp(min=1.0)
+    return -(entropy * weight).sum() / (count if count is not None else weight.sum().clamp(min=1.0))

@@ -69,12 +69,26 @@ class R3D18(nn.Module):
         return (logits, features) if with_features else logits
 
 
-class SceneHead(nn.Module):
-    """The scene adversary: a 4-layer MLP with 512 hidden units (as in the paper) from the
-    backbone features to 365 Places365 logits."""
+SCENE_HEADS = ("paper", "official")
 
-    def __init__(self, in_features: int, num_scenes: int = NUM_SCENES, hidden: int = 512):
+
+class SceneHead(nn.Module):
+    """The scene adversary, from the backbone features to 365 Places365 logits.
+
+    layout "paper": a 4-layer MLP with 512 hidden units, as the paper describes it;
+    "official": what vt-vl-lab/SDN builds (models/resnet.py MLP_Block, opts.py
+    num_place_hidden_layers=1): one hidden Linear of the feature width, BatchNorm1d, ReLU, then
+    the output Linear."""
+
+    def __init__(self, in_features: int, num_scenes: int = NUM_SCENES, hidden: int = 512, layout: str = "paper"):
         super().__init__()
+        if layout not in SCENE_HEADS:
+            raise ValueError(f"scene head layout must be one of {SCENE_HEADS}, not {layout!r}")
+        if layout == "official":
+            self.mlp = nn.Sequential(
+                nn.Linear(in_features, in_features), nn.BatchNorm1d(in_features), nn.ReLU(inplace=True),
+                nn.Linear(in_features, num_scenes))
+            return
         self.mlp = nn.Sequential(
             nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, hidden), nn.ReLU(inplace=True),

@@ -54,7 +54,7 @@ from shards.loader import build_loader, cores_per_process
 from train import checkpoint
 from train.distributed import all_sum, cleanup, print0, setup_distributed
 from train.metrics import MetricLog
-from train.model import ARCHS, SceneHead, build_backbone
+from train.model import ARCHS, SCENE_HEADS, SceneHead, build_backbone
 from train.methods import METHODS, build_method
 from train.step import SCHEDULES, DebiasStep, Losses
 
@@ -77,6 +77,7 @@ class Config:
     epochs: PositiveInt = 100                # passes over the training split
     max_steps: NonNegativeInt = 0            # stop after this many iterations in all (0: run the epochs)
     optimizer: Literal["sgd", "adamw"] = "sgd"  # sgd: the paper's (momentum 0.9)
+    dampening: Fraction = 0.0                # SGD momentum dampening (the official code's 0.9: steps 10x smaller)
     lr: PositiveFloat = 1e-3                 # learning rate for a global batch of 32 (scaled linearly)
     weight_decay: NonNegativeFloat = 1e-5    # the paper's
     lr_patience: NonNegativeInt = 5          # epochs without a better validation loss before lr /= 10
@@ -86,6 +87,7 @@ class Config:
     adv_lambda: NonNegativeFloat = 0.5       # gradient reversal strength
     ent_weight: NonNegativeFloat = 1.0       # weight of the entropy loss
     scene_labels: Literal["soft", "hard"] = "soft"  # soft: the averaged Places365 softmax; hard: its argmax
+    scene_head: Literal[SCENE_HEADS] = "paper"  # paper: 4 Linear layers; official: 1 hidden Linear + BatchNorm1d
     mask_shape: Literal["box", "tube"] = "box"  # box: each frame's boxes (the paper); tube: the clip's union
     mask_threshold: Fraction = 0.3           # detector score from which a box is masked
     consistency: NonNegativeFloat = 0.0      # be, fame, stillmix: MSE of transformed to original features (0: CE only)
@@ -117,6 +119,8 @@ def check(cfg: Config) -> None:
         problems.append(f"--workers {cfg.workers}: the DALI loader needs at least 1 thread")
     if cfg.init and not Path(cfg.init).is_file():
         problems.append(f"--init {cfg.init}: no such file")
+    if cfg.dampening and cfg.optimizer != "sgd":
+        problems.append(f"--dampening is for --optimizer sgd, not {cfg.optimizer}")
     if cfg.consistency and cfg.method not in ("be", "fame", "stillmix"):
         problems.append(f"--consistency applies to --method be, fame or stillmix, not {cfg.method}")
     if cfg.stillmix_bank and (cfg.method != "stillmix" or not Path(cfg.stillmix_bank).is_file()):
@@ -128,12 +132,14 @@ def check(cfg: Config) -> None:
 def check_fits(cfg: Config, state: dict, path: Path, resuming: bool) -> None:
     """Refuse a checkpoint whose weights do not fit this run, before any data is read. --init
     needs the same network; a resumed run also the same optimizer and trainable parameters."""
-    keys = ("arch", "input", "optimizer", "freeze_backbone") if resuming else ("arch", "input")
-    differ = [k for k in keys if state["config"].get(k) != getattr(cfg, k)]
+    heads = ("scene_head",) if resuming or cfg.init_head else ()
+    keys = ("arch", "input", *heads, *(("optimizer", "freeze_backbone") if resuming else ()))
+    theirs = lambda k: state["config"].get(k, "paper" if k == "scene_head" else None)  # runs before --scene-head: paper
+    differ = [k for k in keys if theirs(k) != getattr(cfg, k)]
     if differ:
         flags = lambda values: " ".join(f"--{k.replace('_', '-')} {values(k)}" for k in differ)
         todo = "run the same command again, or use another --out" if resuming else "give this run the same flags"
-        raise SystemExit(f"pretrain: {path} was trained with {flags(state['config'].get)}, this run has "
+        raise SystemExit(f"pretrain: {path} was trained with {flags(theirs)}, this run has "
                          f"{flags(lambda k: getattr(cfg, k))}: {todo}")
 
 
@@ -227,7 +233,7 @@ def run(cfg: Config) -> int:
 
     # ---- model
     backbone = build_backbone(cfg.arch, len(classes), cfg.input).to(dist.device)
-    scene_head = SceneHead(backbone.feature_dim).to(dist.device)
+    scene_head = SceneHead(backbone.feature_dim, layout=cfg.scene_head).to(dist.device)
     if init is not None:
         checkpoint.init_weights(init, cfg.init, backbone, scene_head, cfg.init_head)
         print0(f"initialised from {cfg.init} (step {init['step']})")
@@ -238,7 +244,7 @@ def run(cfg: Config) -> int:
         backbone = backbone.to(memory_format=torch.channels_last_3d)
     params = [p for p in list(backbone.parameters()) + list(scene_head.parameters()) if p.requires_grad]
     if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, dampening=cfg.dampening, weight_decay=cfg.weight_decay)
     else:
         optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)

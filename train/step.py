@@ -9,7 +9,10 @@ The scene adversary is the scene head behind the gradient reversal layer (train/
 gradient_reversal.py); without it (`adv=False`) the head still learns the scene, on detached
 features, so its accuracy keeps measuring how much scene the features hold. The masked pass
 counts only clips whose video passed the people filter and that show a person (`mask_ok &
-has_human`); every rank runs it even when its batch has none (weight 0), as DDP needs.
+has_human`), averaged over all such clips of the global batch (every rank's clips count alike,
+not every rank's mean); every rank runs it while any rank has one (DDP needs every rank in the
+backward), and no rank does when none has: an empty masked pass takes no optimizer step, whose
+momentum and weight decay would move the weights on a zero loss.
 
 With a `method` of train/methods/ (BE, ActorCutMix, FAME, StillMix, ALBAR) the step is that
 method's loss instead, one optimizer step per iteration (the schedules are SDN's), and the scene
@@ -23,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as torch_dist
 import torch.nn.functional as F
 
 from train.entropy_loss import entropy_loss
@@ -74,13 +78,14 @@ class DebiasStep:
             return self._method_step({**batch, "clip": clip}, step)
         weight = batch["mask_ok"] & batch["has_human"]
         ent_loss = torch.zeros((), device=clip.device)
+        count = usable_clips(weight) if losses.ent else 0.0  # per rank, of the global batch's
         if losses.schedule == "alternate":
             with self.amp():
                 ce, adv_loss = self._adversary(*self.net(clip, with_features=True), batch)
             self.optimize(ce + adv_loss)
-            if losses.ent:
+            if count > 0:
                 with self.amp():
-                    ent_loss = entropy_loss(self.net(batch["masked"]), weight)
+                    ent_loss = entropy_loss(self.net(batch["masked"]), weight, count)
                 self.optimize(losses.ent_weight * ent_loss)
         else:
             x = torch.cat([clip, batch["masked"]]) if losses.ent else clip
@@ -88,8 +93,8 @@ class DebiasStep:
                 logits, features = self.net(x, with_features=True)
                 n = len(clip)
                 ce, adv_loss = self._adversary(logits[:n], features[:n], batch)
-                if losses.ent:
-                    ent_loss = entropy_loss(logits[n:], weight)
+                if count > 0:
+                    ent_loss = entropy_loss(logits[n:], weight, count)
             self.optimize(ce + adv_loss + losses.ent_weight * ent_loss)
         return {"ce": ce.item(), "scene": adv_loss.item(), "entropy": ent_loss.item()}
 
@@ -103,3 +108,13 @@ class DebiasStep:
         values = torch.stack([out.ce.detach().float(), scene.detach().float(),
                               *(v.detach().float() for v in out.parts.values())]).tolist()  # one host sync
         return {"entropy": 0.0, **dict(zip(names, values))}
+
+
+def usable_clips(weight: torch.Tensor) -> float:
+    """The masked pass's usable clips in the global batch over the world size: the divisor of each
+    rank's entropy sum (one all-reduce and one host sync under DDP; the count alone without)."""
+    count = weight.float().sum()
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.all_reduce(count)
+        return count.item() / torch_dist.get_world_size()
+    return count.item()

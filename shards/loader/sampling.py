@@ -26,7 +26,7 @@ from ..video import IVF_HEADER, clip_stream, ivf_frames, segment_range
 @dataclass(frozen=True)
 class MaskFilter:
     """The official code feeds the masked pass only videos where at least `min_fraction` of
-    the frames hold a person with score >= `min_score` (defaults: 0.7 and 0.3)."""
+    the frames hold a person with a score above `min_score` (defaults: 0.7 and 0.3)."""
 
     min_score: float = 0.3
     min_fraction: float = 0.7
@@ -174,8 +174,10 @@ class SplitIndex:
 
     def _has_people(self, i: int, f: MaskFilter) -> bool:
         rows = self.boxes[i]
-        frames_with = np.unique(rows[rows[:, BOX_ROW.index("score")] >= f.min_score, 0]).size
-        return frames_with >= f.min_fraction * self.frames[i]
+        # as the official filter writes it (datasets/kinetics.py is_video_valid_det): a score above
+        # min_score, and the fraction as a quotient (7 of 10 frames pass 0.7; 0.7 * 10 is 7.000000000000001)
+        frames_with = np.unique(rows[rows[:, BOX_ROW.index("score")] > f.min_score, 0]).size
+        return frames_with / self.frames[i] >= f.min_fraction
 
     def __getstate__(self):  # file descriptors do not cross into DataLoader workers
         return {**self.__dict__, "_fds": {}}

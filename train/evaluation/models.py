@@ -14,7 +14,7 @@ def load_model(path: str, device: torch.device):
     cfg = {**state["config"], "classes": state["classes"]}
     backbone = build_backbone(cfg["arch"], len(state["classes"]), cfg["input"]).to(device)
     checkpoint.load_weights(backbone, state["backbone"], path)
-    scene_head = SceneHead(backbone.feature_dim).to(device)
+    scene_head = SceneHead(backbone.feature_dim, layout=cfg.get("scene_head", "paper")).to(device)  # older runs: paper
     checkpoint.load_weights(scene_head, state["scene_head"], path)
     return backbone.eval(), scene_head.eval(), cfg
 

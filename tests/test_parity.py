@@ -1,0 +1,188 @@
+"""Official parity (vt-vl-lab/SDN at b92b9ca): each difference between our code and the official
+code, as an equality with the official formula reimplemented here on tiny tensors."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from shards.loader.sampling import MaskFilter, SplitIndex
+from train.entropy_loss import entropy_loss
+from train.model import R3D18, SceneHead
+from train.step import DebiasStep, Losses, usable_clips
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class OfficialMLPBlock(nn.Module):  # models/resnet.py MLP_Block
+    def __init__(self, inplanes, planes):
+        super().__init__()
+        self.fc, self.bn, self.relu = nn.Linear(inplanes, planes), nn.BatchNorm1d(planes), nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        return self.relu(self.bn(self.fc(x)))
+
+
+def official_place_mlp(width: int) -> nn.Sequential:
+    """ResNet.__init__'s place_mlp with num_place_hidden_layers=1 (opts.py's default)."""
+    mlp = nn.Sequential(OfficialMLPBlock(width, width))
+    mlp.add_module("p_last_fc", nn.Linear(width, 365))
+    return mlp
+
+
+def test_official_scene_head_is_the_official_place_mlp():
+    torch.manual_seed(0)
+    ours, theirs = SceneHead(32, layout="official"), official_place_mlp(32)
+    assert [p.shape for p in ours.state_dict().values()] == [p.shape for p in theirs.state_dict().values()]
+    theirs.load_state_dict(dict(zip(theirs.state_dict(), ours.state_dict().values())))
+    x = torch.randn(6, 32)
+    for mode in (True, False):  # batch statistics in training, running ones in evaluation
+        ours.train(mode), theirs.train(mode)
+        torch.testing.assert_close(ours(x), theirs(x), rtol=0, atol=0)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in SceneHead(32).modules())  # the paper's has none
+    with pytest.raises(ValueError, match="scene head layout must be one of"):
+        SceneHead(32, layout="bn")
+
+
+def test_dampened_sgd_is_the_official_update():
+    """opts.py: momentum 0.9, dampening 0.9: after the first step each gradient enters the
+    momentum buffer at a tenth of its size."""
+    torch.manual_seed(0)
+    w = torch.randn(5, requires_grad=True)
+    opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, dampening=0.9, weight_decay=1e-3)
+    ref, buf = w.detach().clone(), None
+    for step in range(4):
+        grad = torch.randn(5)
+        w.grad = grad.clone()
+        opt.step()
+        d = grad + 1e-3 * ref  # the official SGD of its PyTorch: weight decay, then the buffer
+        buf = d.clone() if buf is None else 0.9 * buf + (1 - 0.9) * d
+        ref = ref - 0.1 * buf
+        torch.testing.assert_close(w.detach(), ref)
+
+
+def official_video_valid(scores_per_frame: list[list[float]], n_frames: int, det_th=0.3, ratio_th=0.7) -> bool:
+    """datasets/kinetics.py is_video_valid_det."""
+    cnt = sum(1 for scores in scores_per_frame if np.sum(np.asarray(scores) > det_th) > 0)
+    return cnt / n_frames >= ratio_th
+
+
+@pytest.mark.parametrize("frames, with_person, score", [
+    (10, 7, 0.9),   # 7 of 10: official passes (0.7 >= 0.7), 7 >= 0.7 * 10 would not
+    (10, 6, 0.9),   # 6 of 10: fails
+    (10, 10, 0.3),  # every score at the threshold: not above it, fails
+    (10, 10, 0.31),
+    (3, 3, 0.5),
+])
+def test_people_filter_is_the_official_one(tiny_shards, frames, with_person, score):
+    index = SplitIndex(tiny_shards, "train")
+    rows = np.array([[f, 0.1, 0.1, 0.5, 0.5, score] for f in range(with_person)], np.float32).reshape(-1, 6)
+    index.boxes[0], index.frames[0] = rows, frames
+    scores = [[score]] * with_person + [[]] * (frames - with_person)
+    assert index._has_people(0, MaskFilter()) == official_video_valid(scores, frames)
+
+
+def tiny_step(optimizer_steps: list) -> DebiasStep:
+    torch.manual_seed(0)
+    net, head = R3D18(3, width=4), SceneHead(32)
+    opt = torch.optim.SGD(list(net.parameters()) + list(head.parameters()), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    opt.register_step_post_hook(lambda *_: optimizer_steps.append(1))
+    return DebiasStep(net, head, opt, torch.amp.GradScaler("cpu", enabled=False), Losses())
+
+
+def batch(usable: list[bool], seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    b = len(usable)
+    return {"clip": torch.randn(b, 3, 4, 16, 16, generator=g), "masked": torch.randn(b, 3, 4, 16, 16, generator=g),
+            "label": torch.randint(3, (b,), generator=g), "scene": torch.softmax(torch.randn(b, 365, generator=g), 1),
+            "mask_ok": torch.tensor(usable), "has_human": torch.ones(b, dtype=torch.bool)}
+
+
+def test_a_batch_without_usable_masked_clips_takes_one_step_not_two():
+    steps: list = []
+    step = tiny_step(steps)
+    out = step(batch([True, False, True]))
+    assert len(steps) == 2 and out["entropy"] < 0
+    steps.clear()
+    before = [p.detach().clone() for p in step.net.parameters()]
+    out = step(batch([False, False, False], seed=1))
+    # the old code stepped on a zero loss here: momentum and weight decay moved every weight again
+    assert len(steps) == 1 and out["entropy"] == 0.0
+    assert any(not torch.equal(a, b) for a, b in zip(before, step.net.parameters()))  # the CE step itself
+    assert usable_clips(torch.tensor([False, True, True])) == 2.0
+
+
+DDP_SCRIPT = """
+import sys, torch, torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+sys.path.insert(0, {root!r})
+from train.entropy_loss import entropy_loss
+from train.step import usable_clips
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+torch.manual_seed(0)
+layer = torch.nn.Linear(6, 4)
+x = torch.randn(8, 6)
+weight = torch.tensor([True, True, True, False, True, False, False, False])  # rank 0: 3 usable, rank 1: 1
+ref = layer.weight.detach().clone().requires_grad_()
+entropy_loss(x @ ref.T + layer.bias.detach(), weight).backward()  # one process, the whole batch
+net = DDP(layer)
+mine = slice(4 * rank, 4 * rank + 4)
+entropy_loss(net(x[mine]), weight[mine], usable_clips(weight[mine])).backward()
+assert torch.allclose(layer.weight.grad, ref.grad, atol=1e-7), (layer.weight.grad - ref.grad).abs().max()
+assert usable_clips(torch.zeros(4, dtype=torch.bool)) == 0.0  # no rank has one: every rank skips
+if rank == 0:
+    print("mean over the global batch ok", flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.slow
+def test_masked_mean_under_ddp_is_the_global_batch_mean(tmp_path):
+    """Each rank's own mean, averaged by DDP, would weigh rank 1's single clip as much as rank 0's
+    three; the official code (one process, DataParallel) takes the mean over all four."""
+    script = tmp_path / "ddp_entropy.py"
+    script.write_text(DDP_SCRIPT.format(root=str(ROOT)))
+    torchrun = Path(sys.executable).parent / "torchrun"
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc-per-node", "2", str(script)],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mean over the global batch ok" in result.stdout
+    # and what each rank's own mean would have given instead: not the same gradient
+    logits = torch.randn(8, 4, requires_grad=True)
+    w = torch.tensor([True, True, True, False, True, False, False, False])
+    per_rank = (entropy_loss(logits[:4], w[:4]) + entropy_loss(logits[4:], w[4:])) / 2
+    assert not torch.allclose(per_rank, entropy_loss(logits, w))
+
+
+def test_pretrain_with_the_official_head_and_dampening(synth_shards, tmp_path, capsys):
+    from train import checkpoint
+    from train.evaluation.models import load_model
+    from train.pretrain import main as pretrain
+
+    out = tmp_path / "run"
+    args = ["--shards", str(synth_shards), "--out", str(out), "--device", "cpu", "--loader", "torch", "--workers", "1",
+            "--arch", "r3d18-w16", "--frames", "8", "--size", "40", "--batch-size", "4", "--max-steps", "2",
+            "--val-every", "0"]
+    assert pretrain([*args, "--scene-head", "official", "--dampening", "0.9"]) == 0
+    state = checkpoint.load(out / "checkpoint.pt")
+    assert state["optimizer"]["param_groups"][0]["dampening"] == 0.9
+    assert "mlp.1.running_mean" in state["scene_head"] and state["config"]["scene_head"] == "official"
+    _, head, cfg = load_model(str(out / "checkpoint.pt"), torch.device("cpu"))
+    assert isinstance(head.mlp[1], nn.BatchNorm1d) and cfg["scene_head"] == "official"
+    capsys.readouterr()
+    # resuming with the other head is refused before any data is read, naming both
+    with pytest.raises(SystemExit) as stop:
+        pretrain([*args, "--max-steps", "3", "--dampening", "0.9"])
+    assert str(stop.value) == (
+        f"pretrain: {out / 'checkpoint.pt'} was trained with --scene-head official, this run has --scene-head paper: "
+        "run the same command again, or use another --out")
+    with pytest.raises(SystemExit) as stop:
+        pretrain([*args, "--optimizer", "adamw", "--dampening", "0.9"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.strip() == "pretrain: error: --dampening is for --optimizer sgd, not adamw (see --help)"
