@@ -28,9 +28,9 @@ class OfficialMLPBlock(nn.Module):  # models/resnet.py MLP_Block
         return self.relu(self.bn(self.fc(x)))
 
 
-def official_place_mlp(width: int) -> nn.Sequential:
-    """ResNet.__init__'s place_mlp with num_place_hidden_layers=1 (opts.py's default)."""
-    mlp = nn.Sequential(OfficialMLPBlock(width, width))
+def official_place_mlp(width: int, hidden_layers: int = 3) -> nn.Sequential:
+    """ResNet.__init__'s place_mlp (_make_mlp_layer) with the README commands' --num_place_hidden_layers 3."""
+    mlp = nn.Sequential(*(OfficialMLPBlock(width, width) for _ in range(hidden_layers)))
     mlp.add_module("p_last_fc", nn.Linear(width, 365))
     return mlp
 

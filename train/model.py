@@ -76,18 +76,18 @@ class SceneHead(nn.Module):
     """The scene adversary, from the backbone features to 365 Places365 logits.
 
     layout "paper": a 4-layer MLP with 512 hidden units, as the paper describes it;
-    "official": what vt-vl-lab/SDN builds (models/resnet.py MLP_Block, opts.py
-    num_place_hidden_layers=1): one hidden Linear of the feature width, BatchNorm1d, ReLU, then
-    the output Linear."""
+    "official": what vt-vl-lab/SDN trains (models/resnet.py MLP_Block; its README's commands pass
+    --num_place_hidden_layers 3): three hidden blocks of Linear (the feature width), BatchNorm1d
+    and ReLU, then the output Linear."""
 
     def __init__(self, in_features: int, num_scenes: int = NUM_SCENES, hidden: int = 512, layout: str = "paper"):
         super().__init__()
         if layout not in SCENE_HEADS:
             raise ValueError(f"scene head layout must be one of {SCENE_HEADS}, not {layout!r}")
         if layout == "official":
-            self.mlp = nn.Sequential(
-                nn.Linear(in_features, in_features), nn.BatchNorm1d(in_features), nn.ReLU(inplace=True),
-                nn.Linear(in_features, num_scenes))
+            blocks = [[nn.Linear(in_features, in_features), nn.BatchNorm1d(in_features), nn.ReLU(inplace=True)]
+                      for _ in range(3)]
+            self.mlp = nn.Sequential(*(m for block in blocks for m in block), nn.Linear(in_features, num_scenes))
             return
         self.mlp = nn.Sequential(
             nn.Linear(in_features, hidden), nn.ReLU(inplace=True),

@@ -87,7 +87,7 @@ class Config:
     adv_lambda: NonNegativeFloat = 0.5       # gradient reversal strength
     ent_weight: NonNegativeFloat = 1.0       # weight of the entropy loss
     scene_labels: Literal["soft", "hard"] = "soft"  # soft: the averaged Places365 softmax; hard: its argmax
-    scene_head: Literal[SCENE_HEADS] = "paper"  # paper: 4 Linear layers; official: 1 hidden Linear + BatchNorm1d
+    scene_head: Literal[SCENE_HEADS] = "paper"  # paper: 4 Linear layers; official: BatchNorm1d after each hidden one
     mask_shape: Literal["box", "tube"] = "box"  # box: each frame's boxes (the paper); tube: the clip's union
     mask_threshold: Fraction = 0.3           # detector score from which a box is masked
     consistency: NonNegativeFloat = 0.0      # be, fame, stillmix: MSE of transformed to original features (0: CE only)
