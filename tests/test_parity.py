@@ -186,3 +186,115 @@ def test_pretrain_with_the_official_head_and_dampening(synth_shards, tmp_path, c
         pretrain([*args, "--optimizer", "adamw", "--dampening", "0.9"])
     assert stop.value.code == 2
     assert capsys.readouterr().err.strip() == "pretrain: error: --dampening is for --optimizer sgd, not adamw (see --help)"
+
+
+# ---------------------------------------------------------------------------------------------
+# the official backbone and its checkpoints: models/resnet.py of vt-vl-lab/SDN, reimplemented
+
+
+def official_shortcut_a(x, planes, stride):  # downsample_basic_block
+    out = torch.nn.functional.avg_pool3d(x, kernel_size=1, stride=stride)
+    return torch.cat([out, out.new_zeros(out.size(0), planes - out.size(1), *out.shape[2:])], 1)
+
+
+class OfficialBlock(nn.Module):
+    def __init__(self, inplanes, planes, stride=1, downsample=None):
+        super().__init__()
+        self.conv1 = nn.Conv3d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = nn.Conv3d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        return torch.relu(out + (self.downsample(x) if self.downsample is not None else x))
+
+
+class OfficialResNet18(nn.Module):
+    """ResNet(BasicBlock, [2, 2, 2, 2], shortcut_type='A', is_adv=True, num_place_hidden_layers=3)."""
+
+    def __init__(self, num_classes=7, sample_size=112, sample_duration=16):
+        super().__init__()
+        self.inplanes = 64
+        self.conv1 = nn.Conv3d(3, 64, kernel_size=7, stride=(1, 2, 2), padding=(3, 3, 3), bias=False)
+        self.bn1 = nn.BatchNorm3d(64)
+        self.maxpool = nn.MaxPool3d(kernel_size=(3, 3, 3), stride=2, padding=1)
+        self.layer1, self.layer2 = self._make_layer(64, 1), self._make_layer(128, 2)
+        self.layer3, self.layer4 = self._make_layer(256, 2), self._make_layer(512, 2)
+        self.avgpool = nn.AvgPool3d((-(-sample_duration // 16), -(-sample_size // 32), -(-sample_size // 32)), stride=1)
+        self.fc = nn.Linear(512, num_classes)
+        self.place_mlp = official_place_mlp(512)
+
+    def _make_layer(self, planes, stride):
+        down = None
+        if stride != 1 or self.inplanes != planes:
+            down = lambda x, planes=planes, stride=stride: official_shortcut_a(x, planes, stride)
+        layers = [OfficialBlock(self.inplanes, planes, stride, down), OfficialBlock(planes, planes)]
+        self.inplanes = planes
+        return nn.Sequential(*layers)
+
+    def forward(self, x):
+        x = self.maxpool(torch.relu(self.bn1(self.conv1(x))))
+        x = self.avgpool(self.layer4(self.layer3(self.layer2(self.layer1(x))))).flatten(1)
+        return self.fc(x), self.place_mlp(x)
+
+
+@pytest.mark.slow
+def test_an_official_sdn_checkpoint_loads_as_hara_r18_with_its_scene_head(tmp_path):
+    from train import checkpoint
+    from train.evaluation.models import load_model
+
+    torch.manual_seed(0)
+    official = OfficialResNet18()
+    with torch.no_grad():  # trained-looking BatchNorm statistics, so that evaluation mode tests them
+        for m in official.modules():
+            if isinstance(m, (nn.BatchNorm3d, nn.BatchNorm1d)):
+                m.running_mean.uniform_(-0.1, 0.1), m.running_var.uniform_(0.5, 1.5), m.weight.uniform_(0.5, 1.5)
+    optimizer = torch.optim.SGD(official.parameters(), lr=0.1, momentum=0.9, dampening=0.9)
+    official.eval()
+    x = torch.randn(2, 3, 16, 112, 112)
+    official(x)[0].sum().backward()
+    optimizer.step()
+    path = tmp_path / "save_5.pth"  # libs/train_epoch.py writes its checkpoints so, DataParallel names included
+    torch.save({"epoch": 6, "arch": "resnet-18", "optimizer": optimizer.state_dict(),
+                "state_dict": {f"module.{k}": v for k, v in official.state_dict().items()}}, path)
+    backbone, head, cfg = load_model(str(path), torch.device("cpu"))
+    assert (cfg["arch"], cfg["scene_head"], len(cfg["classes"])) == ("hara-r18", "official", 7)
+    with torch.no_grad():
+        logits, places = official(x)
+        ours, features = backbone(x, with_features=True)
+        torch.testing.assert_close(ours, logits, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(head(features), places, rtol=1e-3, atol=1e-4)  # logits in the hundreds
+
+    for arch, extra, message in [
+        ("resnet-34", {}, "is a 'resnet-34' checkpoint of the 3D-ResNets code; only its resnet-18 is a backbone here"),
+        ("resnet-18", {"module.layer2.0.downsample.0.weight": torch.zeros(1)}, "is a resnet-18 with shortcut B"),
+    ]:
+        bad = tmp_path / f"{arch}.pth"
+        torch.save({"arch": arch, "state_dict": {**{f"module.{k}": v for k, v in official.state_dict().items()},
+                                                 **extra}}, bad)
+        with pytest.raises(checkpoint.CheckpointError, match=message):
+            checkpoint.load(bad)
+
+
+def test_pretrain_starts_from_a_hara_checkpoint(synth_shards, tmp_path):
+    from train import checkpoint
+    from train.model import build_backbone
+    from train.pretrain import main as pretrain
+
+    torch.manual_seed(3)
+    hara = build_backbone("hara-r18-w16", 400).state_dict()  # Hara's Kinetics-400 model, as their code names it
+    names = {"stem.0.": "conv1.", "stem.1.": "bn1."}
+    official = {"module." + next((new + k[len(old):] for old, new in names.items() if k.startswith(old)), k): v
+                for k, v in hara.items()}
+    torch.save({"epoch": 200, "arch": "resnet-18", "state_dict": official}, tmp_path / "resnet-18-kinetics.pth")
+    out = tmp_path / "run"
+    assert pretrain(["--shards", str(synth_shards), "--out", str(out), "--device", "cpu", "--loader", "torch",
+                     "--workers", "1", "--arch", "hara-r18-w16", "--frames", "8", "--size", "40", "--batch-size", "4",
+                     "--max-steps", "1", "--val-every", "0", "--lr", "1e-12", "--optimizer", "adamw",
+                     "--init", str(tmp_path / "resnet-18-kinetics.pth"), "--no-init-head"]) == 0
+    trained = checkpoint.load(out / "checkpoint.pt")["backbone"]
+    for k, v in hara.items():  # every backbone weight came from the file (a 1e-12 step leaves them;
+        if not k.startswith("fc.") and "running_" not in k and v.is_floating_point():  # BatchNorm statistics move)
+            torch.testing.assert_close(trained[k], v, rtol=1e-6, atol=1e-6, msg=k)

@@ -63,6 +63,8 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     state = _read_safely(path, device)
+    if isinstance(state, dict) and "format" not in state and isinstance(state.get("state_dict"), dict):
+        state = from_official(state, path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a scene-debias checkpoint (no '{FORMAT}' marker: an exported state dict, "
                               f"another program's file, or one written by an older version): {RERUN}")
@@ -76,6 +78,39 @@ def load(path: str | Path, device: str | torch.device = "cpu") -> dict:
         raise CheckpointError(f"{path} is a damaged scene-debias checkpoint (it lacks or mangles "
                               f"{', '.join(missing) or 'backbone or classes'}): {RERUN}")
     return state
+
+
+def from_official(state: dict, path: Path) -> dict:
+    """A checkpoint of Hara et al.'s 3D-ResNets or of vt-vl-lab/SDN (`torch.save({"epoch", "arch",
+    "state_dict", "optimizer"})`, names prefixed "module." by DataParallel), read as safely as ours,
+    as one of ours: the backbone as --arch hara-r18 (its width from conv1), SDN's scene adversary
+    `place_mlp` as --scene-head official when it has three hidden blocks, classes named "class i"
+    (the files name none). Their optimizer state is left: a run starts from these weights (--init)."""
+    weights = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
+    if not str(state.get("arch", "")).startswith("resnet-18") or "conv1.weight" not in weights:
+        raise CheckpointError(f"{path} is a {state.get('arch', 'model')!r} checkpoint of the 3D-ResNets code; "
+                              "only its resnet-18 is a backbone here")
+    if any(".downsample." in k for k in weights):
+        raise CheckpointError(f"{path} is a resnet-18 with shortcut B; SDN's and Hara's Kinetics models use shortcut A, "
+                              "the one --arch hara-r18 builds")
+    widths = {64: "hara-r18", 16: "hara-r18-w16"}
+    width = weights["conv1.weight"].shape[0]
+    if width not in widths:
+        raise CheckpointError(f"{path}: conv1 has {width} channels; hara-r18 has 64")
+    stem = {"conv1.": "stem.0.", "bn1.": "stem.1."}
+    backbone = {next((new + k[len(old):] for old, new in stem.items() if k.startswith(old)), k): v
+                for k, v in weights.items() if k.startswith(("conv1.", "bn1.", "layer", "fc."))}
+    head = {}
+    if all(f"place_mlp.{i}.fc.weight" in weights for i in range(3)) and "place_mlp.3.fc.weight" not in weights:
+        for i in range(3):  # MLP_Block i (fc, bn, relu) -> our mlp.3i (Linear), mlp.3i+1 (BatchNorm1d)
+            for part, at in (("fc", 3 * i), ("bn", 3 * i + 1)):
+                head |= {f"mlp.{at}.{k.split('.', 3)[3]}": v for k, v in weights.items()
+                         if k.startswith(f"place_mlp.{i}.{part}.")}
+        head |= {f"mlp.9.{k.rsplit('.', 1)[1]}": v for k, v in weights.items() if k.startswith("place_mlp.p_last_fc.")}
+    config = {"arch": widths[width], "input": "rgb", "frames": 16, "size": 112, "stride": 1, "mask_shape": "box",
+              "mask_threshold": 0.3, "scene_head": "official" if head else "paper", "source": "official"}
+    return {"format": FORMAT, "version": VERSION, "backbone": backbone, "scene_head": head, "config": config,
+            "classes": [f"class {i}" for i in range(len(weights["fc.bias"]))], "step": int(state.get("epoch", 0))}
 
 
 def _read_safely(path: Path, device):
@@ -115,6 +150,8 @@ def init_weights(state: dict, path: str | Path, backbone: torch.nn.Module, scene
     """Start from another run's weights (pretrain --init): all of them, or without the heads
     everything but the action classifier, whose classes differ (a new label set)."""
     if with_heads:
+        if not state["scene_head"]:
+            raise CheckpointError(f"{path} holds no scene head this trainer builds: start without it (--no-init-head)")
         load_weights(backbone, state["backbone"], path)
         load_weights(scene_head, state["scene_head"], path)
         return

@@ -24,9 +24,7 @@ class R3D18(nn.Module):
         if input not in ("rgb", "rgbdiff"):
             raise ValueError(f"input must be 'rgb' or 'rgbdiff', not {input!r}")
         self.input = input
-        self.stem = nn.Sequential(
-            nn.Conv3d(3 if input == "rgb" else 6, width, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
-            nn.BatchNorm3d(width), nn.ReLU(inplace=True))
+        self.stem = self._stem(3 if input == "rgb" else 6, width)
         self.inplanes = width
         self.layer1 = self._layer(width, stride=1)
         self.layer2 = self._layer(width * 2, stride=2)
@@ -44,6 +42,10 @@ class R3D18(nn.Module):
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.constant_(m.bias, 0)
+
+    def _stem(self, channels: int, width: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv3d(channels, width, kernel_size=(3, 7, 7), stride=(1, 2, 2), padding=(1, 3, 3), bias=False),
+                             nn.BatchNorm3d(width), nn.ReLU(inplace=True))
 
     def _layer(self, planes: int, stride: int) -> nn.Sequential:
         down = None
@@ -99,10 +101,49 @@ class SceneHead(nn.Module):
         return self.mlp(features)
 
 
-ARCHS = {"r3d18": 64, "r3d18-w32": 32, "r3d18-w16": 16}
+class HaraR18(R3D18):
+    """Hara et al.'s 3D-ResNet-18 (kenshohara/3D-ResNets-PyTorch models/resnet.py), the backbone
+    vt-vl-lab/SDN trains (its README: --model resnet --model_depth 18 --resnet_shortcut A): a
+    7x7x7 conv1 with stride (1, 2, 2) and a 3x3x3 max-pool of stride 2, and shortcut A, the
+    identity subsampled and zero-padded to the new width (no weights). Their checkpoints load
+    after renaming conv1/bn1 to stem.0/stem.1 (train/checkpoint.py from_official); the blocks keep
+    their names. Average pooling over whatever is left, which at 16 x 112 x 112 is their fixed
+    AvgPool3d((1, 4, 4))."""
+
+    def _stem(self, channels: int, width: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv3d(channels, width, kernel_size=7, stride=(1, 2, 2), padding=3, bias=False),
+                             nn.BatchNorm3d(width), nn.ReLU(inplace=True), nn.MaxPool3d(kernel_size=3, stride=2, padding=1))
+
+    def _layer(self, planes: int, stride: int) -> nn.Sequential:
+        blocks = [HaraBlock(self.inplanes, planes, stride), HaraBlock(planes, planes, 1)]
+        self.inplanes = planes
+        return nn.Sequential(*blocks)
+
+
+class HaraBlock(nn.Module):
+    """Hara's BasicBlock with shortcut A."""
+
+    def __init__(self, inplanes: int, planes: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv3d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm3d(planes)
+        self.conv2 = nn.Conv3d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm3d(planes)
+        self.stride, self.pad = stride, planes - inplanes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x[:, :, ::self.stride, ::self.stride, ::self.stride] if self.stride > 1 else x
+        if self.pad:
+            shortcut = torch.cat([shortcut, shortcut.new_zeros(shortcut.shape[0], self.pad, *shortcut.shape[2:])], 1)
+        return torch.relu(out + shortcut)
+
+
+ARCHS = {"r3d18": 64, "r3d18-w32": 32, "r3d18-w16": 16, "hara-r18": 64, "hara-r18-w16": 16}
 
 
 def build_backbone(arch: str, num_classes: int, input: str = "rgb") -> R3D18:
     if arch not in ARCHS:
         raise ValueError(f"unknown --arch {arch!r}; choose from {', '.join(ARCHS)}")
-    return R3D18(num_classes, ARCHS[arch], input)
+    return (HaraR18 if arch.startswith("hara-") else R3D18)(num_classes, ARCHS[arch], input)

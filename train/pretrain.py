@@ -68,7 +68,7 @@ class Config:
     out: str                                 # run folder
     train_split: str = "train"               # split to train on
     val_split: str = "val"                   # split validated on every epoch
-    arch: Literal[tuple(ARCHS)] = "r3d18"    # the paper's r3d18, or the narrow r3d18-w32 / r3d18-w16 for CPUs
+    arch: Literal[tuple(ARCHS)] = "r3d18"    # the paper's r3d18, the narrow r3d18-w32 / -w16 for CPUs, or the official code's hara-r18
     input: Literal["rgb", "rgbdiff"] = "rgb"  # rgbdiff: clip + frame differences (no torchvision export)
     frames: PositiveInt = 16                 # frames per clip
     size: PositiveInt = 112                  # crop side in pixels
