@@ -242,7 +242,7 @@ def print_tables(result: dict) -> None:
 @dataclass
 class TrainStepConfig:
     device: Literal["cpu", "cuda"] = field(default_factory=visible_device)  # cuda when one is visible
-    arch: Literal[tuple(ARCHS)] = "r3d18-w16"  # r3d18 (the paper), r3d18-w32, r3d18-w16
+    arch: Literal[tuple(ARCHS)] = "r3d18-w16"  # r3d18 (the paper), r3d18-w32, r3d18-w16, hara-r18 (the official code's)
     frames: PositiveInt = 8                  # frames per clip
     size: PositiveInt = 56                   # crop side
     batch: NonNegativeInt = 8                # clips per step; 0: the largest power of two that fits (GPU)
