@@ -298,3 +298,80 @@ def test_pretrain_starts_from_a_hara_checkpoint(synth_shards, tmp_path):
     for k, v in hara.items():  # every backbone weight came from the file (a 1e-12 step leaves them;
         if not k.startswith("fc.") and "running_" not in k and v.is_floating_point():  # BatchNorm statistics move)
             torch.testing.assert_close(trained[k], v, rtol=1e-6, atol=1e-6, msg=k)
+
+
+# ---------------------------------------------------------------------------------------------
+# the official entropy loss: its own head behind a second gradient reversal
+
+
+class OfficialReverse(torch.autograd.Function):  # models/grad_reversal.py ReverseLayerF
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        return grad_output.neg() * ctx.alpha, None
+
+
+def official_hloss_maximisation(x):  # loss/hloss.py HLoss(is_maximization=True)
+    b = torch.softmax(x, dim=1) * torch.log_softmax(x, dim=1)
+    return 1.0 * b.sum(dim=1).mean()
+
+
+def test_official_entropy_is_the_official_hm_branch_and_pushes_the_backbone_the_other_way():
+    from train.model import MaskHead
+
+    torch.manual_seed(0)
+    step = DebiasStep(nn.Identity(), nn.Identity(), None, None, Losses(), mask_head=MaskHead(8, 5))
+    official_hm = official_mlp_of(step.mask_head)
+    features = torch.randn(6, 8, requires_grad=True)
+    ours = step._masked_entropy(torch.zeros(6, 5, requires_grad=True), features, torch.ones(6, dtype=torch.bool), 6.0)
+    ours.backward()
+    theirs_x = features.detach().clone().requires_grad_()
+    theirs = official_hloss_maximisation(official_hm(OfficialReverse.apply(theirs_x, 1.0)))
+    theirs.backward()
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(features.grad, theirs_x.grad)
+    # the paper's loss on the same head without the reversal: the backbone's gradient flips sign
+    plain_x = features.detach().clone().requires_grad_()
+    entropy_loss(step.mask_head(plain_x)).backward()
+    torch.testing.assert_close(features.grad, -plain_x.grad)
+    # one step on the features alone lowers the head's entropy (the paper's text would raise it)
+    with torch.no_grad():
+        before = -entropy_loss(step.mask_head(features)).item()
+        after = -entropy_loss(step.mask_head(features - 0.5 * features.grad)).item()
+    assert after < before
+
+
+def official_mlp_of(head) -> nn.Sequential:
+    """The official hm_mlp (one MLP_Block, then hm_last_fc) holding `head`'s weights."""
+    mlp = nn.Sequential(OfficialMLPBlock(8, 8))
+    mlp.add_module("hm_last_fc", nn.Linear(8, 5))
+    mlp.load_state_dict(dict(zip(mlp.state_dict(), head.state_dict().values())))
+    return mlp
+
+
+def test_pretrain_with_the_official_entropy_trains_and_resumes_its_head(synth_shards, tmp_path):
+    from train import checkpoint
+    from train.pretrain import main as pretrain
+
+    out = tmp_path / "run"
+    args = ["--shards", str(synth_shards), "--out", str(out), "--device", "cpu", "--loader", "torch", "--workers", "1",
+            "--arch", "r3d18-w16", "--frames", "8", "--size", "40", "--batch-size", "4", "--val-every", "0",
+            "--entropy", "official"]
+    assert pretrain([*args, "--max-steps", "1"]) == 0
+    first = checkpoint.load(out / "checkpoint.pt")
+    assert set(first["mask_head"]) >= {"mlp.0.weight", "mlp.1.running_mean", "mlp.3.weight"}
+    assert first["mask_head"]["mlp.3.weight"].shape == (len(first["classes"]), 128)
+    assert pretrain([*args, "--max-steps", "2"]) == 0  # resumes, mask head included
+    second = checkpoint.load(out / "checkpoint.pt")
+    assert second["step"] == 2 and not torch.equal(first["mask_head"]["mlp.0.weight"], second["mask_head"]["mlp.0.weight"])
+    whole = tmp_path / "whole"  # the same two steps without the stop: the resumed head is the same to the bit
+    assert pretrain([*args, "--max-steps", "2", "--out", str(whole)]) == 0
+    uninterrupted = checkpoint.load(whole / "checkpoint.pt")["mask_head"]
+    assert all(torch.equal(uninterrupted[k], second["mask_head"][k]) for k in uninterrupted)
+    with pytest.raises(SystemExit) as stop:
+        pretrain([*args, "--debias", "adv", "--out", str(tmp_path / "other")])
+    assert stop.value.code == 2

@@ -87,9 +87,7 @@ class SceneHead(nn.Module):
         if layout not in SCENE_HEADS:
             raise ValueError(f"scene head layout must be one of {SCENE_HEADS}, not {layout!r}")
         if layout == "official":
-            blocks = [[nn.Linear(in_features, in_features), nn.BatchNorm1d(in_features), nn.ReLU(inplace=True)]
-                      for _ in range(3)]
-            self.mlp = nn.Sequential(*(m for block in blocks for m in block), nn.Linear(in_features, num_scenes))
+            self.mlp = official_mlp(in_features, num_scenes, hidden_blocks=3)
             return
         self.mlp = nn.Sequential(
             nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
@@ -138,6 +136,27 @@ class HaraBlock(nn.Module):
         if self.pad:
             shortcut = torch.cat([shortcut, shortcut.new_zeros(shortcut.shape[0], self.pad, *shortcut.shape[2:])], 1)
         return torch.relu(out + shortcut)
+
+
+def official_mlp(in_features: int, out_features: int, hidden_blocks: int) -> nn.Sequential:
+    """The official code's heads (models/resnet.py _make_mlp_layer of MLP_Block): `hidden_blocks`
+    times Linear (the feature width), BatchNorm1d, ReLU, then the output Linear."""
+    blocks = [[nn.Linear(in_features, in_features), nn.BatchNorm1d(in_features), nn.ReLU(inplace=True)]
+              for _ in range(hidden_blocks)]
+    return nn.Sequential(*(m for block in blocks for m in block), nn.Linear(in_features, out_features))
+
+
+class MaskHead(nn.Module):
+    """The official code's `hm_mlp` (--entropy official): an action classifier of its own for the
+    masked clips, one hidden BatchNorm block (the README's --num_human_mask_adv_hidden_layers 1),
+    fed through a second gradient reversal (train/step.py)."""
+
+    def __init__(self, in_features: int, num_classes: int):
+        super().__init__()
+        self.mlp = official_mlp(in_features, num_classes, hidden_blocks=1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features)
 
 
 ARCHS = {"r3d18": 64, "r3d18-w32": 32, "r3d18-w16": 16, "hara-r18": 64, "hara-r18-w16": 16}

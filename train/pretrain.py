@@ -54,7 +54,7 @@ from shards.loader import build_loader, cores_per_process
 from train import checkpoint
 from train.distributed import all_sum, cleanup, print0, setup_distributed
 from train.metrics import MetricLog
-from train.model import ARCHS, SCENE_HEADS, SceneHead, build_backbone
+from train.model import ARCHS, SCENE_HEADS, MaskHead, SceneHead, build_backbone
 from train.methods import METHODS, build_method
 from train.step import SCHEDULES, DebiasStep, Losses
 
@@ -86,6 +86,7 @@ class Config:
     schedule: Literal[SCHEDULES] = "alternate"  # alternate: two steps per iteration (the paper); joint: one
     adv_lambda: NonNegativeFloat = 0.5       # gradient reversal strength
     ent_weight: NonNegativeFloat = 1.0       # weight of the entropy loss
+    entropy: Literal["paper", "official"] = "paper"  # official: on a head of its own behind a gradient reversal
     scene_labels: Literal["soft", "hard"] = "soft"  # soft: the averaged Places365 softmax; hard: its argmax
     scene_head: Literal[SCENE_HEADS] = "paper"  # paper: 4 Linear layers; official: BatchNorm1d after each hidden one
     mask_shape: Literal["box", "tube"] = "box"  # box: each frame's boxes (the paper); tube: the clip's union
@@ -119,6 +120,9 @@ def check(cfg: Config) -> None:
         problems.append(f"--workers {cfg.workers}: the DALI loader needs at least 1 thread")
     if cfg.init and not Path(cfg.init).is_file():
         problems.append(f"--init {cfg.init}: no such file")
+    if cfg.entropy == "official" and ("ent" not in cfg.debias or cfg.method != "sdn"):
+        problems.append(f"--entropy official moves SDN's entropy loss, which this run does not have "
+                        f"(--method {cfg.method} --debias {cfg.debias})")
     if cfg.dampening and cfg.optimizer != "sgd":
         problems.append(f"--dampening is for --optimizer sgd, not {cfg.optimizer}")
     if cfg.consistency and cfg.method not in ("be", "fame", "stillmix"):
@@ -133,8 +137,8 @@ def check_fits(cfg: Config, state: dict, path: Path, resuming: bool) -> None:
     """Refuse a checkpoint whose weights do not fit this run, before any data is read. --init
     needs the same network; a resumed run also the same optimizer and trainable parameters."""
     heads = ("scene_head",) if resuming or cfg.init_head else ()
-    keys = ("arch", "input", *heads, *(("optimizer", "freeze_backbone") if resuming else ()))
-    theirs = lambda k: state["config"].get(k, "paper" if k == "scene_head" else None)  # runs before --scene-head: paper
+    keys = ("arch", "input", *heads, *(("optimizer", "freeze_backbone", "entropy") if resuming else ()))
+    theirs = lambda k: state["config"].get(k, "paper" if k in ("scene_head", "entropy") else None)  # older runs: paper
     differ = [k for k in keys if theirs(k) != getattr(cfg, k)]
     if differ:
         flags = lambda values: " ".join(f"--{k.replace('_', '-')} {values(k)}" for k in differ)
@@ -234,6 +238,7 @@ def run(cfg: Config) -> int:
     # ---- model
     backbone = build_backbone(cfg.arch, len(classes), cfg.input).to(dist.device)
     scene_head = SceneHead(backbone.feature_dim, layout=cfg.scene_head).to(dist.device)
+    mask_head = MaskHead(backbone.feature_dim, len(classes)).to(dist.device) if cfg.entropy == "official" else None
     if init is not None:
         checkpoint.init_weights(init, cfg.init, backbone, scene_head, cfg.init_head)
         print0(f"initialised from {cfg.init} (step {init['step']})")
@@ -242,7 +247,8 @@ def run(cfg: Config) -> int:
             param.requires_grad = name.startswith("fc.")
     if cfg.channels_last:
         backbone = backbone.to(memory_format=torch.channels_last_3d)
-    params = [p for p in list(backbone.parameters()) + list(scene_head.parameters()) if p.requires_grad]
+    heads = [scene_head, *([mask_head] if mask_head is not None else [])]
+    params = [p for m in (backbone, *heads) for p in m.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
         optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, dampening=cfg.dampening, weight_decay=cfg.weight_decay)
     else:
@@ -252,14 +258,15 @@ def run(cfg: Config) -> int:
     step, epoch, start_batch, best_top1, metrics_bytes = 0, 0, 0, -1.0, 0
     if state is not None:
         step, epoch, start_batch, best_top1, metrics_bytes = checkpoint.resume(
-            state, ckpt_path, backbone, scene_head, optimizer, scheduler, scaler)
+            state, ckpt_path, backbone, scene_head, optimizer, scheduler, scaler, mask_head)
         print0(f"resumed from {ckpt_path}: epoch {epoch}, batch {start_batch}, step {step}")
-    net, head = backbone, scene_head  # what the training passes call: DDP-wrapped when distributed
+    net, head, masked_head = backbone, scene_head, mask_head  # what the training passes call: DDP-wrapped when distributed
     if cfg.compile:
         net = torch.compile(net)
     if dist.world_size > 1:
         ids = [dist.local_rank] if dist.device.type == "cuda" else None
         net, head = DDP(net, device_ids=ids), DDP(head, device_ids=ids)
+        masked_head = DDP(mask_head, device_ids=ids) if mask_head is not None else None
     amp = (lambda: torch.autocast(dist.device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     saved_step = state["step"] if state is not None else None  # of the checkpoint on disk
 
@@ -271,13 +278,14 @@ def run(cfg: Config) -> int:
                              "scaler": scaler.state_dict(), "rng": checkpoint.rng_state(), "step": step,
                              "epoch": at_epoch, "batch_in_epoch": at_batch, "best_top1": best_top1,
                              "metrics_bytes": log.position(),  # what a resumed run keeps of metrics.jsonl
-                             "config": resolved, "classes": classes}, path)
+                             "config": resolved, "classes": classes,
+                             **({"mask_head": mask_head.state_dict()} if mask_head is not None else {})}, path)
         if path == ckpt_path:
             saved_step = step
 
     train_step = DebiasStep(net, head, optimizer, scaler, Losses(adv, ent, cfg.adv_lambda, cfg.ent_weight,
                                                               cfg.scene_labels == "hard", cfg.schedule),
-                            amp, cfg.channels_last, method, cfg.seed, dist.rank)
+                            amp, cfg.channels_last, method, cfg.seed, dist.rank, masked_head)
 
     def diverged_message(losses: dict, keys: list[str]) -> str:
         where = f" on rank {dist.rank}" if dist.world_size > 1 else ""

@@ -14,6 +14,9 @@ not every rank's mean); every rank runs it while any rank has one (DDP needs eve
 backward), and no rank does when none has: an empty masked pass takes no optimizer step, whose
 momentum and weight decay would move the weights on a zero loss.
 
+`--entropy official` moves the entropy loss onto a head of its own behind a second gradient
+reversal, as the official code does (models/resnet.py hm_mlp): see `_masked_entropy`.
+
 With a `method` of train/methods/ (BE, ActorCutMix, FAME, StillMix, ALBAR) the step is that
 method's loss instead, one optimizer step per iteration (the schedules are SDN's), and the scene
 head again learns on detached features. Its random draws come from a generator seeded with
@@ -44,6 +47,7 @@ class Losses:
     ent_weight: float = 1.0          # weight of the entropy loss
     hard_scene_labels: bool = False  # the scene label's argmax instead of the soft label
     schedule: str = "alternate"      # one of SCHEDULES
+    mask_lambda: float = 1.0         # --entropy official: the gradient reversal before the mask head
 
 
 class DebiasStep:
@@ -52,10 +56,12 @@ class DebiasStep:
 
     def __init__(self, net: torch.nn.Module, head: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  scaler: torch.amp.GradScaler, losses: Losses, amp: Callable = contextlib.nullcontext,
-                 channels_last: bool = False, method: Callable | None = None, seed: int = 0, rank: int = 0):
+                 channels_last: bool = False, method: Callable | None = None, seed: int = 0, rank: int = 0,
+                 mask_head: torch.nn.Module | None = None):
         if losses.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, not {losses.schedule!r}")
         self.net, self.head, self.optimizer, self.scaler = net, head, optimizer, scaler
+        self.mask_head = mask_head
         self.losses, self.amp, self.channels_last = losses, amp, channels_last
         self.method, self.seed, self.rank = method, seed, rank
 
@@ -85,7 +91,7 @@ class DebiasStep:
             self.optimize(ce + adv_loss)
             if count > 0:
                 with self.amp():
-                    ent_loss = entropy_loss(self.net(batch["masked"]), weight, count)
+                    ent_loss = self._masked_entropy(*self.net(batch["masked"], with_features=True), weight, count)
                 self.optimize(losses.ent_weight * ent_loss)
         else:
             x = torch.cat([clip, batch["masked"]]) if losses.ent else clip
@@ -94,9 +100,19 @@ class DebiasStep:
                 n = len(clip)
                 ce, adv_loss = self._adversary(logits[:n], features[:n], batch)
                 if count > 0:
-                    ent_loss = entropy_loss(logits[n:], weight, count)
+                    ent_loss = self._masked_entropy(logits[n:], features[n:], weight, count)
             self.optimize(ce + adv_loss + losses.ent_weight * ent_loss)
         return {"ce": ce.item(), "scene": adv_loss.item(), "entropy": ent_loss.item()}
+
+    def _masked_entropy(self, logits: torch.Tensor, features: torch.Tensor, weight: torch.Tensor, count: float):
+        """The paper: -H of the action head on the masked clips. With a mask head (the official
+        code): -H of that head, behind a gradient reversal, so the head is driven to uncertainty
+        and the backbone the other way; the action head enters with weight 0 (DDP wants every
+        parameter in the backward)."""
+        if self.mask_head is None:
+            return entropy_loss(logits, weight, count)
+        reversed_features = reverse_gradient(features, self.losses.mask_lambda)
+        return entropy_loss(self.mask_head(reversed_features), weight, count) + 0.0 * logits.float().sum()
 
     def _method_step(self, batch: dict, step: int) -> dict:
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.rank) * 1_000_003 + step)
