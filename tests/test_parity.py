@@ -375,3 +375,26 @@ def test_pretrain_with_the_official_entropy_trains_and_resumes_its_head(synth_sh
     with pytest.raises(SystemExit) as stop:
         pretrain([*args, "--debias", "adv", "--out", str(tmp_path / "other")])
     assert stop.value.code == 2
+
+
+def test_official_recipe_sets_the_flags_left_at_their_defaults(synth_shards, tmp_path):
+    import json
+
+    from train import checkpoint
+    from train.pretrain import OFFICIAL_RECIPE, Config, main as pretrain, with_recipe
+
+    cfg = with_recipe(Config(shards="s", out="o", recipe="official", arch="hara-r18-w16", lr=2e-3))
+    assert (cfg.arch, cfg.lr) == ("hara-r18-w16", 2e-3)  # given: kept
+    assert all(getattr(cfg, k) == v for k, v in OFFICIAL_RECIPE.items() if k not in ("arch", "lr"))
+    assert with_recipe(Config(shards="s", out="o")) == Config(shards="s", out="o")
+
+    out = tmp_path / "run"
+    assert pretrain(["--shards", str(synth_shards), "--out", str(out), "--device", "cpu", "--loader", "torch",
+                     "--workers", "1", "--frames", "8", "--size", "40", "--batch-size", "4", "--epochs", "1",
+                     "--recipe", "official", "--arch", "hara-r18-w16"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config[k] for k in OFFICIAL_RECIPE} == {**OFFICIAL_RECIPE, "arch": "hara-r18-w16"}
+    val = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if '"val"' in line][-1]
+    # the plateau scheduler watched the validation CE plus the scene loss, as the official code does
+    best = checkpoint.load(out / "checkpoint.pt")["scheduler"]["best"]
+    assert best == pytest.approx(val["loss"] + val["scene_loss"], rel=1e-6) and val["scene_loss"] > 1

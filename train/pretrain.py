@@ -10,6 +10,8 @@ NeurIPS 2019).
     # the official two-stage recipe: the scene adversary alone, then everything from there
     python train/pretrain.py --shards data/mk200 --out runs/stage1 --debias adv
     python train/pretrain.py --shards data/mk200 --out runs/stage2 --debias adv,ent --init runs/stage1/best.pt --lr 1e-4
+    # the official code's full model (its backbone, heads, optimizer and entropy loss; README)
+    python train/pretrain.py --shards data/mk200 --out runs/official --recipe official --init save_100.pth
     # CPU scale (tests, the demo): a narrow network on small clips
     python train/pretrain.py --shards data/synth-shards --out runs/cpu --device cpu --loader torch \\
         --arch r3d18-w16 --input rgbdiff --size 56 --batch-size 16 --optimizer adamw --max-steps 400
@@ -56,6 +58,7 @@ from train.distributed import all_sum, cleanup, print0, setup_distributed
 from train.metrics import MetricLog
 from train.model import ARCHS, SCENE_HEADS, MaskHead, SceneHead, build_backbone
 from train.methods import METHODS, build_method
+from train.scene_loss import scene_loss
 from train.step import SCHEDULES, DebiasStep, Losses
 
 TERMINATED = 128 + signal.SIGTERM  # 143: the exit code after SIGTERM (a checkpoint was written)
@@ -81,6 +84,8 @@ class Config:
     lr: PositiveFloat = 1e-3                 # learning rate for a global batch of 32 (scaled linearly)
     weight_decay: NonNegativeFloat = 1e-5    # the paper's
     lr_patience: NonNegativeInt = 5          # epochs without a better validation loss before lr /= 10
+    plateau: Literal["ce", "ce+scene"] = "ce"  # the validation loss watched: CE, or CE + scene loss (the official code)
+    recipe: Literal["paper", "official"] = "paper"  # official: every flag of OFFICIAL_RECIPE still at its default
     method: Literal[("sdn", *METHODS)] = "sdn"  # sdn (the paper), or a later method (train/methods/)
     debias: Literal["none", "adv", "ent", "adv,ent"] = "adv,ent"  # SDN's losses: none, or the paper's ablation
     schedule: Literal[SCHEDULES] = "alternate"  # alternate: two steps per iteration (the paper); joint: one
@@ -110,6 +115,20 @@ class Config:
     ckpt_every: PositiveInt = 200            # iterations between checkpoints (also at every epoch end)
     log_samples: bool = False                # write the keys each process trained on to OUT/samples-rank<r>.txt
     skip_bad_samples: bool = False           # leave damaged samples out (counted) instead of stopping at the first
+
+
+# what vt-vl-lab/SDN's full model runs with (README "Differences from the official code")
+OFFICIAL_RECIPE = {"arch": "hara-r18", "scene_head": "official", "entropy": "official", "dampening": 0.9,
+                   "lr": 1e-4, "lr_patience": 10, "plateau": "ce+scene"}
+
+
+def with_recipe(cfg: Config) -> Config:
+    """--recipe official: OFFICIAL_RECIPE's values for the flags still at their defaults (a flag
+    given with another value wins; one given with the default value cannot be told apart)."""
+    if cfg.recipe != "official":
+        return cfg
+    defaults = {f.name: f.default for f in dataclasses.fields(Config)}
+    return dataclasses.replace(cfg, **{k: v for k, v in OFFICIAL_RECIPE.items() if getattr(cfg, k) == defaults[k]})
 
 
 def check(cfg: Config) -> None:
@@ -181,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(cfg: Config) -> int:
     """Pretrain (or resume) as `cfg` says; the exit code of the command line (0: done)."""
+    cfg = with_recipe(cfg)
     check(cfg)
     out = Path(cfg.out)
     ckpt_path = out / "checkpoint.pt"
@@ -351,8 +371,8 @@ def run(cfg: Config) -> int:
                 epoch, start_batch = epoch + 1, 0
                 save(ckpt_path, epoch, 0)
                 continue
-            val = validate(val_loader, backbone, scene_head, amp, dist.device)
-            scheduler.step(val["loss"])
+            val = validate(val_loader, backbone, scene_head, amp, dist.device, cfg.scene_labels == "hard")
+            scheduler.step(val["loss"] + (val["scene_loss"] if cfg.plateau == "ce+scene" else 0.0))
             epoch, start_batch = epoch + 1, 0
             log.log("val", step, epoch=epoch, **val)
             print0(f"\nepoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
@@ -368,11 +388,11 @@ def run(cfg: Config) -> int:
 
 
 @torch.no_grad()
-def validate(loader, backbone, scene_head, amp, device) -> dict:
+def validate(loader, backbone, scene_head, amp, device, hard_scene_labels: bool = False) -> dict:
     """Validation on every rank's share, summed over ranks: loss, top-1/top-5, the scene head's
-    accuracy against the pseudo labels' argmax, and top-1 on human-masked clips."""
+    loss and accuracy against the pseudo labels (the argmax), and top-1 on human-masked clips."""
     backbone.eval(), scene_head.eval()
-    sums = [0.0] * 6  # clips, loss, top1, top5, scene, masked top1
+    sums = [0.0] * 7  # clips, loss, top1, top5, scene, masked top1, scene loss
     for batch in loader:
         with amp():
             logits, features = backbone(batch["clip"], with_features=True)
@@ -386,10 +406,12 @@ def validate(loader, backbone, scene_head, amp, device) -> dict:
         sums[3] += (top5 == label[:, None]).any(1).sum().item()
         sums[4] += (scene_logits.argmax(1) == batch["scene"].argmax(1)).sum().item()
         sums[5] += (masked_logits.argmax(1) == label).sum().item()
-    n, loss, top1, top5, scene, masked = all_sum(sums, device)
+        sums[6] += scene_loss(scene_logits, batch["scene"], hard_scene_labels).item() * len(label)
+    n, loss, top1, top5, scene, masked, scene_sum = all_sum(sums, device)
     backbone.train(), scene_head.train()
     n = max(n, 1)
-    return {"loss": loss / n, "top1": top1 / n, "top5": top5 / n, "scene_acc": scene / n, "masked_top1": masked / n}
+    return {"loss": loss / n, "top1": top1 / n, "top5": top5 / n, "scene_acc": scene / n, "masked_top1": masked / n,
+            "scene_loss": scene_sum / n}
 
 
 if __name__ == "__main__":
