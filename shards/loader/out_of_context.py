@@ -20,6 +20,7 @@ every batch size and every model sees the same clips.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -86,21 +87,34 @@ def stripes(size: int, rng: np.random.Generator) -> np.ndarray:
     return np.round(image * 255).astype(np.uint8)
 
 
-def load_backdrops(folder: str | Path, size: int) -> list[np.ndarray]:
-    """Every image of `folder` (sorted by name), RGB, stretched to size x size as SCUBA stretches
-    its Places365 images to the frame: uint8 (size, size, 3) each."""
+class Backdrops(Sequence):
+    """The images of a folder (sorted by name), each read when first drawn and kept: RGB,
+    stretched to size x size as SCUBA stretches its Places365 images to the frame, uint8
+    (size, size, 3). A folder like Places365 val_256 holds 36,500 images; a split draws a few."""
+
+    def __init__(self, paths: list[Path], size: int):
+        self.paths, self.size, self._read = paths, size, {}
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if i not in self._read:
+            with Image.open(self.paths[i]) as im:
+                self._read[i] = np.asarray(im.convert("RGB").resize((self.size, self.size), Image.BILINEAR))
+        return self._read[i]
+
+
+def load_backdrops(folder: str | Path, size: int) -> Backdrops:
+    """The scene images of `folder` for SCUBA backdrops (read as they are drawn)."""
     paths = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if Path(folder).is_dir() else []
     if not paths:
         raise ValueError(f"--backdrops {folder}: no {'/'.join(IMAGE_SUFFIXES)} images there (a folder of scene "
                          "images, e.g. Places365 val_256)")
-    out = []
-    for p in paths:
-        with Image.open(p) as im:
-            out.append(np.asarray(im.convert("RGB").resize((size, size), Image.BILINEAR)))
-    return out
+    return Backdrops(paths, size)
 
 
-def backdrop_of(video: int, seed: int, size: int, images: list[np.ndarray] | None = None) -> np.ndarray:
+def backdrop_of(video: int, seed: int, size: int, images: Sequence[np.ndarray] | None = None) -> np.ndarray:
     """The backdrop of one video: one of `images` when given, else stripes; uint8 (size, size, 3)."""
     rng = _rng(seed, video, 1)
     return images[int(rng.integers(len(images)))] if images else stripes(size, rng)

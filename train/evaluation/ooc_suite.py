@@ -23,6 +23,7 @@ evaluated with one seed sees the same clips.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +50,7 @@ def triples(n: int, clips: int, per_batch: int, diff: np.ndarray, same: np.ndarr
     return [[item for row in rows[i:i + per_batch] for item in row] for i in range(0, len(rows), per_batch)]
 
 
-def variants(batch: dict, seed: int, images: list[np.ndarray] | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def variants(batch: dict, seed: int, images: Sequence[np.ndarray] | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """A batch decoded from `triples` -> its videos and each variant's clips (B / 3, 3, T, H, W)."""
     clip, inside, masked = batch["clip"], batch["human"], batch["masked"]
     actor, diff, same = slice(0, None, 3), slice(1, None, 3), slice(2, None, 3)
