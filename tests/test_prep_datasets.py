@@ -321,7 +321,7 @@ def test_diving48_without_vocab_and_missing(tmp_path):
 
 def test_load_dataset_errors(tmp_path):
     with pytest.raises(DatasetError, match="unknown dataset 'ucf'; known: synth, synth-novel, kinetics-400, kinetics-mini, "
-                                           "ucf101, hmdb51, diving48"):
+                                           "mimetics, ucf101, hmdb51, diving48"):
         load_dataset("ucf", tmp_path)
     with pytest.raises(DatasetError, match="dataset 'ucf101' has no option folds; its options: fold, annotations"):
         load_dataset("ucf101", tmp_path, folds=2)
