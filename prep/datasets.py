@@ -22,7 +22,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from shards.format import KEY_RE
@@ -45,6 +45,7 @@ class VideoItem:
     label_name: str
     split: str
     source_id: str      # the dataset's own id (YouTube id, list entry, file name, vid_name)
+    masks: Path | None = None  # a folder of human segmentation masks, one per frame (HAT): boxes come from them
 
 
 Items = dict[str, list[VideoItem]]
@@ -315,6 +316,76 @@ def mimetics(root: str | os.PathLike, annotations: str | os.PathLike | None = No
     return classes, {"test": _items("test", items, csv_path)}
 
 
+HAT_HINT = ("the list comes with HAT's downloads (github.com/princetonvisualai/HAT: "
+            "data/kinetics400/kinetics400_val_list_rawframes.txt); pass annotations=DIR if it is elsewhere")
+HAT_SPLITS = {"test": "ori", "inpainted": "inp"}  # split -> HAT's folder of its frames
+
+
+def hat(root: str | os.PathLike, annotations: str | os.PathLike | None = None) -> tuple[list[str], Items]:
+    """HAT (Chung et al., NeurIPS 2022), the released frames and human segmentations of a test set
+    (Kinetics-400 val, UCF-101); splits "test" (the original frames, ROOT/ori) and, when ROOT/inp
+    exists, "inpainted" (HAT's background-only videos: the humans inpainted away).
+
+    Annotations: MMAction2's rawframes list, lines "<class>/<video> <frames> <label>" (the label
+    is the index in the full dataset), found as `kinetics400_val_list_rawframes.txt`, else the one
+    `*rawframes*.txt`, in `annotations`, else ROOT/annotations, else ROOT.
+    Videos: frame folders ROOT/ori/<class>/<video>/000001.jpg ...; the masks of both splits are
+    ROOT/seg/<class>/<video>/000001.png (a human where the value is above 128): prep draws the
+    boxes from them (--detector truth). A video without its frames or its masks is missing.
+    Classes: the sorted class names of the list, matched by name to a model's classes by evaluate
+    (the list's indices are checked to agree with the names). Key: the video folder name;
+    source_id: the list entry.
+    """
+    root = Path(root)
+    dirs = _dirs(root, annotations, "annotations")
+    lists = [p for d in dirs if d.is_dir() for p in sorted(d.glob("*rawframes*.txt"))]
+    named = [p for p in lists if p.name == "kinetics400_val_list_rawframes.txt"]
+    if not named and len(lists) > 1:
+        raise DatasetError(f"{len(lists)} rawframes lists ({', '.join(p.name for p in lists[:3])}): keep the one "
+                           "to prepare in a folder of its own and pass annotations=DIR")
+    if not lists:
+        _find(dirs, ["kinetics400_val_list_rawframes.txt", "*rawframes*.txt"], "HAT rawframes list", HAT_HINT)  # says what is missing
+    list_file = (named or lists)[0]
+    entries, label_of = [], {}
+    for line in _lines(list_file):
+        parts = line.rsplit(" ", 2)  # class names hold spaces ("bending back/05mZDSLkGQI_000007_000017 300 20")
+        entry = parts[0].strip("/")
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit() or entry.count("/") != 1:
+            raise DatasetError(f"{list_file}: expected lines '<class>/<video> <frames> <label>', got {line!r}")
+        name = entry.split("/")[0]
+        if label_of.setdefault(name, int(parts[2])) != int(parts[2]):
+            raise DatasetError(f"{list_file}: class {name!r} has labels {label_of[name]} and {parts[2]}")
+        entries.append(entry)
+    by_label = {}
+    for name, label in label_of.items():
+        if by_label.setdefault(label, name) != name:
+            raise DatasetError(f"{list_file}: label {label} names both {by_label[label]!r} and {name!r}")
+    classes = sorted(label_of)
+    folders: dict[Path, set[str]] = {}  # one listing per class folder, not one stat per video
+
+    def present(path: Path) -> bool:
+        if path.parent not in folders:
+            try:
+                folders[path.parent] = {e.name for e in os.scandir(path.parent) if e.is_dir()}
+            except (FileNotFoundError, NotADirectoryError):
+                folders[path.parent] = set()
+        return path.name in folders[path.parent]
+
+    items: Items = {}
+    for split, folder in HAT_SPLITS.items():
+        if split != "test" and not (root / folder).is_dir():
+            continue
+        rows = []
+        for entry in entries:
+            frames, masks = root / folder / entry, root / "seg" / entry
+            found = present(frames) and present(masks)
+            rows.append((entry.split("/")[1], entry, frames if found else None, classes.index(entry.split("/")[0]),
+                         entry.split("/")[0]))
+        items[split] = [replace(it, masks=root / "seg" / it.source_id if it.path else None)
+                        for it in _items(split, rows, list_file)]
+    return classes, items
+
+
 # ---------------------------------------------------------------------------------------------
 # UCF-101, HMDB-51, Diving48
 
@@ -500,6 +571,7 @@ ADAPTERS: dict[str, Callable[..., tuple[list[str], Items]]] = {
     "kinetics-400": kinetics400,
     "kinetics-mini": kinetics_mini,
     "mimetics": mimetics,
+    "hat": hat,
     "ucf101": ucf101,
     "hmdb51": hmdb51,
     "diving48": diving48,

@@ -12,6 +12,9 @@ frame, so per-frame annotations (ground-truth boxes) follow exactly.
 A file that ends early still gives the frames it holds, with a `warning` (prep stores it in the
 sample's metadata); a file that cannot be used at all raises `InputError` with a cause a user
 can act on: zero-length, not a video (what it looks like instead), a truncated or damaged video.
+
+A folder of numbered images (MMAction2's rawframes, HAT's releases) decodes the same way, at
+FOLDER_FPS (`decode_frames`).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from PIL import Image
 
 
 class InputError(Exception):
@@ -99,6 +103,8 @@ def rotation_of(frame: av.VideoFrame) -> int:
 def decode_source(path: str | Path, short_side: int | None = 128, fps: float | None = None,
                   max_seconds: float | None = None) -> Decoded:
     path = Path(path)
+    if path.is_dir():
+        return decode_frames(path, short_side, fps, max_seconds)
     if not path.is_file():
         raise InputError("missing file")
     if path.stat().st_size == 0:
@@ -191,3 +197,59 @@ def resample_index(times: np.ndarray, src_fps: float, fps: float, tolerance: flo
     count = max(1, math.ceil((duration - tolerance) * fps - 1e-9))
     instants = np.arange(count) / fps
     return np.clip(np.searchsorted(times, instants + tolerance, side="right") - 1, 0, len(times) - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# frame folders (MMAction2 rawframes, HAT's releases): 000001.jpg, 000002.jpg, ...
+
+FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+# Frame folders carry no timestamps. The tools that write them (MMAction2's extractors, HAT)
+# keep every frame of the source, and Kinetics and UCF-101 videos run at 25-30 fps: 30 is the
+# rate taken, and --fps resamples from it.
+FOLDER_FPS = 30.0
+
+
+def frame_files(folder: Path) -> list[Path]:
+    """The numbered images of a frame folder, by number (000009.jpg before 000010.jpg)."""
+    found = [p for p in folder.iterdir() if p.suffix.lower() in FRAME_SUFFIXES and p.stem.isdigit()]
+    return sorted(found, key=lambda p: int(p.stem))
+
+
+def decode_frames(folder: Path, short_side: int | None = 128, fps: float | None = None,
+                  max_seconds: float | None = None) -> Decoded:
+    """A frame folder as `decode_source` gives a video: source frame i is the i-th image by number.
+    An image that does not decode shows the frame before it (a warning says which), so the frames
+    keep their numbers and per-frame annotations (HAT's masks) stay aligned."""
+    files = frame_files(folder)
+    if max_seconds is not None:
+        files = files[:max(1, math.ceil(max_seconds * FOLDER_FPS))]
+    if not files:
+        raise InputError(f"no frames: the folder holds no numbered {'/'.join(FRAME_SUFFIXES)} images")
+    frames, damaged, size = [], [], None
+    for path in files:
+        try:
+            with Image.open(path) as im:
+                rgb = im.convert("RGB")
+        except (OSError, SyntaxError, ValueError):
+            damaged.append(path.name)
+            if frames:
+                frames.append(frames[-1])
+            continue
+        size = size or output_size(rgb.height, rgb.width, short_side)
+        if rgb.size != size[::-1]:
+            rgb = rgb.resize(size[::-1], Image.Resampling.BOX)  # an area average, as FFmpeg's AREA
+        frames.append(np.asarray(rgb))
+    if not frames:
+        raise InputError(f"no frame decodes ({len(damaged)} damaged images): {FETCH_AGAIN}")
+    frames = [frames[0]] * (len(files) - len(frames)) + frames  # damaged images before the first good one
+    numbers = [int(p.stem) for p in files]
+    gaps = sum(b - a - 1 for a, b in zip(numbers, numbers[1:]))
+    warning = "; ".join(w for w in (f"{len(damaged)} damaged image(s) ({', '.join(damaged[:3])})" if damaged else "",
+                                    f"{gaps} frame number(s) absent between {numbers[0]} and {numbers[-1]}"
+                                    if gaps else "") if w)
+    if warning:
+        warning = f"partial decode: {warning}; the folder is incomplete: {FETCH_AGAIN}"
+    times = np.arange(len(frames)) / FOLDER_FPS
+    out_fps = fps or FOLDER_FPS
+    index = resample_index(times, FOLDER_FPS, out_fps, 1e-6)
+    return Decoded(np.stack([frames[i] for i in index]), float(out_fps), FOLDER_FPS, len(frames), index, 0, warning)

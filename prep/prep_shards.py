@@ -7,7 +7,7 @@
     torchrun --nnodes 4 --nproc-per-node 1 --rdzv-endpoint HOST:29500 --no-python prep-shards ...
 
 Stages (one file each): decode.py (decode, resample to --fps and --short-side), detector.py
-(human boxes), scene_model.py (Places365 soft labels), shards.video (encode), shards.writer
+(human boxes; masks.py draws them from a dataset's segmentation masks), scene_model.py (Places365 soft labels), shards.video (encode), shards.writer
 (atomic shards). Decoding and encoding run in --workers processes; detection and scene
 inference run batched in the main process, on the GPU when there is one, while the workers
 decode ahead.
@@ -49,10 +49,12 @@ from shards.format import MANIFEST, NUM_SCENES, Sample, ShardFormatError
 from shards.video import GOP, encode_video, encoder_options
 
 from .datasets import ADAPTERS, DatasetError, VideoItem, load_dataset, read_synth_truth, read_synth_world
-from .decode import InputError, decode_source
+from .decode import InputError, decode_source, frame_files
+from .masks import HUMAN_ABOVE, MIN_REGION, boxes_from_masks
 from .resume import MISSING, ShardJob, plan, read_record, survey, write_json, write_missing
 
 SYNTH = ("synth", "synth-novel")
+MASKED = ("hat",)  # datasets with human segmentation masks: --detector truth draws boxes from them
 WORK = ".prep"  # per-shard records and the run's settings, for resume and the final merge
 SHOWN = 50  # broken or partial inputs printed in the summary (all of them are in the manifest)
 
@@ -70,7 +72,7 @@ class PrepConfig:
     root: str                                # the raw dataset folder
     out: str                                 # the shard folder to write
     splits: list[str] = field(default_factory=list, metadata={"flag": "split"})  # comma-separated; default: all
-    detector: str = ""                       # 'truth' (synth), 'none', a YOLO file, or an ultralytics name (yolo11m.pt)
+    detector: str = ""                       # 'truth' (synth; hat: from its masks), 'none', a YOLO file, or an ultralytics name (yolo11m.pt)
     scene_model: str = ""                    # 'truth' (synth), 'none', or a Places365 checkpoint (.pth.tar)
     scene_arch: str = "resnet50"             # timm architecture of the scene checkpoint
     scene_categories: str = ""               # categories_places365.txt, for the manifest's scene names
@@ -100,11 +102,16 @@ class PrepConfig:
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
-def prepare_video(path: str, cfg: dict, keep_frames: bool) -> dict:
-    """Worker: decode + resample + encode one video; failures come back as a reason."""
+def prepare_video(path: str, cfg: dict, keep_frames: bool, masks: str | None = None) -> dict:
+    """Worker: decode + resample + encode one video (and draw its boxes from `masks`, a folder of
+    segmentation masks, with --detector truth); failures come back as a reason."""
     try:
         dec = decode_source(path, cfg["short_side"] or None, cfg["fps"] or None)
         data = encode_video(dec.frames, dec.fps, cfg["codec"], cfg["gop"])
+        boxes, lost = None, ""
+        if masks is not None and cfg["detector"] == "truth":
+            numbers = [int(p.stem) for p in frame_files(Path(path))]
+            boxes, lost = boxes_from_masks(Path(masks), [numbers[i] for i in dec.source_index])
     except (InputError, ShardFormatError) as err:
         return {"ok": False, "reason": str(err)}
     except Exception as err:  # one bad video must not stop a run over 80K videos
@@ -112,7 +119,8 @@ def prepare_video(path: str, cfg: dict, keep_frames: bool) -> dict:
     t, h, w = dec.frames.shape[:3]
     return {"ok": True, "video": data, "fps": dec.fps, "frames": t, "height": h, "width": w,
             "source_fps": dec.source_fps, "source_frames": dec.source_frames, "source_index": dec.source_index,
-            "rotation": dec.rotation, "warning": dec.warning, "pixels": dec.frames if keep_frames else None}
+            "rotation": dec.rotation, "warning": "; ".join(w for w in (dec.warning, lost) if w), "boxes": boxes,
+            "pixels": dec.frames if keep_frames else None}
 
 
 class Annotator:
@@ -140,7 +148,7 @@ class Annotator:
             except ModelFileError as err:
                 raise PrepError(f"--scene-model {cfg.scene_model} --scene-arch {cfg.scene_arch}: {err}") from None
             self.labeler = SceneLabeler(model, device=device, frames=cfg.scene_frames)
-        if "truth" in (cfg.detector, cfg.scene_model):
+        if cfg.dataset in SYNTH and "truth" in (cfg.detector, cfg.scene_model):
             self.truth = {s: read_synth_truth(cfg.root, s) for s in ("train", "val", "test", "novel_train", "novel_test")}
             self.scene_labels = read_synth_world(cfg.root)["scene_labels"]
 
@@ -158,6 +166,8 @@ class Annotator:
             return self.detector.detect(done["pixels"])
         if self.cfg.detector == "none":
             return [[] for _ in range(done["frames"])]
+        if done["boxes"] is not None:  # drawn from the dataset's segmentation masks by the worker
+            return done["boxes"]
         truth = self.truth[item.split][item.key]["boxes"]  # per source frame, follow the resampling
         return [[[*box, 1.0] for box in truth[i]] for i in done["source_index"]]
 
@@ -171,6 +181,8 @@ class Annotator:
     def provenance(self) -> dict:
         cfg = self.cfg
         boxes = self.detector.describe() if self.detector else {"source": cfg.detector}
+        if cfg.dataset in MASKED and cfg.detector == "truth":
+            boxes = {"source": "segmentation masks", "human_above": HUMAN_ABOVE, "min_region": MIN_REGION}
         scene = ({**self.labeler.describe(cfg.scene_model), "arch": cfg.scene_arch}
                  if self.labeler else {"source": cfg.scene_model})
         if cfg.scene_model == "none":
@@ -216,7 +228,8 @@ def run_jobs(cfg: PrepConfig, jobs: list[ShardJob], annotator: Annotator, progre
     the first finished shard: a run that fails before it leaves nothing that refuses a corrected one."""
     out, work = Path(cfg.out), Path(cfg.out) / WORK
     stats = collections.Counter()
-    calls = [(str(item.path), asdict(cfg), annotator.needs_pixels) for job in jobs for item in job.items]
+    calls = [(str(item.path), asdict(cfg), annotator.needs_pixels, item.masks and str(item.masks))
+             for job in jobs for item in job.items]
     pool = get_context("spawn").Pool(cfg.workers) if cfg.workers > 1 else None
     bar = tqdm(total=len(calls), unit="video", desc="prep-shards", disable=not progress, smoothing=0.05)
     try:
@@ -308,10 +321,12 @@ def settled(cfg: PrepConfig) -> PrepConfig:
     models = {}
     for flag in ("detector", "scene_model"):
         value, name = getattr(cfg, flag), "--" + flag.replace("_", "-")
-        if not value and not synth:
+        truth = synth or (flag == "detector" and cfg.dataset in MASKED)
+        if not value and not truth:
             found.append(f"{name} is required for {cfg.dataset} (a weights file, or 'none')")
-        elif value == "truth" and not synth:
-            found.append(f"{name} truth exists only for the synthetic set")
+        elif value == "truth" and not truth:
+            found.append(f"{name} truth exists only for the synthetic set"
+                         + (" and the boxes of segmentation masks (hat)" if flag == "detector" else ""))
         elif value not in ("", "truth", "none") and not Path(value).is_file() and not (
                 flag == "detector" and official(value)):
             hint = " (nor an official ultralytics model name such as yolo11m.pt)" if flag == "detector" else ""

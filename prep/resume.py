@@ -12,6 +12,9 @@ root), size and mtime_ns. A shard is done only while its record lists exactly th
 plan gives it now; a video that appeared (which also moves the boundaries after it), changed or
 vanished makes the shards it touches be redone, and shards numbered past the new plan are stale.
 
+A frame folder (HAT, MMAction2 rawframes) is stamped by the folder's own size and mtime, which
+change when frames are added, removed or renamed (a new extraction); its masks folder likewise.
+
 Why size and mtime rather than a hash: a stat per video costs little (Kinetics-400's 300K files:
 seconds on a local disk), while hashing reads the whole dataset (~450 GB) on every re-run though
 nothing changed. Downloads,
@@ -50,15 +53,17 @@ class ShardJob:
 
 
 def stamp(item: VideoItem, root: str) -> list | None:
-    """[key, path relative to root, size, mtime_ns] of a present video, None when it is absent."""
+    """[key, path relative to root, size, mtime_ns] of a present video, None when it is absent;
+    with segmentation masks (HAT), the mtime_ns of their folder follows."""
     if item.path is None:
         return None
     try:
         st = os.stat(item.path)
+        masks = [os.stat(item.masks).st_mtime_ns] if item.masks is not None else []
     except OSError:  # vanished since the folder was indexed, or a dangling link
         return None
     path = item.path.relative_to(root) if item.path.is_relative_to(root) else item.path
-    return [item.key, str(path), st.st_size, st.st_mtime_ns]
+    return [item.key, str(path), st.st_size, st.st_mtime_ns, *masks]
 
 
 def plan(items: dict[str, list[VideoItem]], splits: list[str], shard_size: int, limit: int,

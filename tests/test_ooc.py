@@ -195,3 +195,72 @@ def test_suite_on_real_video_shards_with_classes_matched_by_name(pretrained, tmp
     assert capsys.readouterr().err.startswith(
         f"evaluate: error: 3 of the 3 classes of the shards are not among the model's {len(names)} "
         "(e.g. 'dancing ballet', 'playing guitar', 'surfing water'): evaluate a model of these classes")
+
+
+def hat_layout(root, videos: dict, damaged: str = "") -> None:
+    """HAT's release as downloaded: ori/ and inp/ frame folders, seg/ masks, the rawframes list.
+    videos: "class/video" -> (label, [(person rows, person cols), ...]); 12 frames of 48 x 64 each,
+    every person a white block that moves one column a frame, and a 2-pixel speck in each mask."""
+    lines = []
+    for entry, (label, people) in videos.items():
+        lines.append(f"{entry} 12 {label}")
+        for t in range(1, 13):
+            frame, mask = np.full((48, 64, 3), 40, np.uint8), np.zeros((48, 64), np.uint8)
+            for rows, cols in people:
+                frame[rows, cols.start + t:cols.stop + t], mask[rows, cols.start + t:cols.stop + t] = 230, 255
+            mask[0, :2] = 200
+            for folder, pixels in (("ori", frame), ("inp", np.full_like(frame, 40))):
+                (root / folder / entry).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(root / folder / entry / f"{t:06d}.jpg", quality=95)
+            (root / "seg" / entry).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(mask).save(root / "seg" / entry / f"{t:06d}.png")
+    (root / "kinetics400_val_list_rawframes.txt").write_text("\n".join(lines) + "\n")
+    if damaged:
+        (root / "ori" / damaged / "000005.jpg").write_bytes(b"\xff\xd8\xff\xe0")  # a copy cut short
+
+
+def test_hat_release_to_shards_with_boxes_from_its_masks_then_the_suite(pretrained, tmp_path, capsys):
+    from prep.prep_shards import main as prep_shards
+    from shards import iter_samples, read_manifest
+
+    root, shards = tmp_path / "hat", tmp_path / "shards"
+    one, two = (slice(10, 30), slice(4, 12)), (slice(20, 40), slice(40, 48))
+    hat_layout(root, {"bending back/05mZDSLkGQI_000007_000017": (20, [one]),
+                      "archery/01xStFVYC7U_000011_000021": (5, [one, two])}, damaged="archery/01xStFVYC7U_000011_000021")
+    with open(root / "kinetics400_val_list_rawframes.txt", "a") as f:
+        f.write("archery/gone_000001_000011 300 5\n")  # listed, not downloaded
+    args = ["--dataset", "hat", "--root", str(root), "--out", str(shards), "--scene-model", "none", "--workers", "1"]
+    assert prep_shards(args) == 0
+    manifest = read_manifest(shards)
+    assert manifest["classes"] == ["archery", "bending back"] and manifest["missing"]["count"] == 2
+    assert {s: e["samples"] for s, e in manifest["splits"].items()} == {"test": 2, "inpainted": 2}
+    assert manifest["provenance"]["boxes"] == {"source": "segmentation masks", "human_above": 128, "min_region": 0.001}
+    assert [w["key"] for w in manifest["warnings"]] == ["01xStFVYC7U_000011_000021"]
+    assert "1 damaged image(s) (000005.jpg)" in manifest["warnings"][0]["warning"]
+
+    box = lambda rows, cols, t: [(cols.start + t) / 64, rows.start / 48, (cols.stop + t) / 64, rows.stop / 48, 1.0]
+    for split in ("test", "inpainted"):  # the speck is left out; two people, two boxes, in raster order
+        samples = {s["key"]: s for s in iter_samples(shards, split)}
+        archery, bending = samples["01xStFVYC7U_000011_000021"], samples["05mZDSLkGQI_000007_000017"]
+        assert bending["label"] == 1 and archery["label"] == 0 and bending["video"].shape == (12, 48, 64, 3)
+        assert bending["boxes"] == [[pytest.approx(box(*one, t))] for t in range(1, 13)]
+        assert archery["boxes"] == [[pytest.approx(box(*one, t)), pytest.approx(box(*two, t))] for t in range(1, 13)]
+    assert np.abs(samples["05mZDSLkGQI_000007_000017"]["video"].astype(int) - 40).max() <= 3  # inpainted: no person
+    assert samples["01xStFVYC7U_000011_000021"]["meta"]["source"] == "inp/archery/01xStFVYC7U_000011_000021"
+
+    capsys.readouterr()
+    assert prep_shards(args) == 0 and "2 shards skipped" in capsys.readouterr().out
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(root / "seg/bending back/05mZDSLkGQI_000007_000017/000013.png")
+    assert prep_shards(args) == 0  # new masks: the shards of that video are made again
+    assert "test: 0 new, 1 changed, 0 gone" in capsys.readouterr().out
+
+    state = checkpoint.load(pretrained)
+    names = [f"class {i}" for i in range(len(state["classes"]))]
+    names[0], names[3] = "bending back", "archery"
+    checkpoint.save({**state, "classes": names}, tmp_path / "kinetics.pt")
+    out = tmp_path / "ooc.json"
+    assert evaluate(["--checkpoint", str(tmp_path / "kinetics.pt"), "--shards", str(shards), "--split", "test",
+                     "--clips", "1", "--device", "cpu", "--loader", "torch", "--workers", "1", "--suite", "ooc",
+                     "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["videos"] == 2 and result["swap_pairs"] == 2 and set(OOC_METRICS) <= result.keys()

@@ -321,9 +321,42 @@ def test_diving48_without_vocab_and_missing(tmp_path):
 
 def test_load_dataset_errors(tmp_path):
     with pytest.raises(DatasetError, match="unknown dataset 'ucf'; known: synth, synth-novel, kinetics-400, kinetics-mini, "
-                                           "mimetics, ucf101, hmdb51, diving48"):
+                                           "mimetics, hat, ucf101, hmdb51, diving48"):
         load_dataset("ucf", tmp_path)
     with pytest.raises(DatasetError, match="dataset 'ucf101' has no option folds; its options: fold, annotations"):
         load_dataset("ucf101", tmp_path, folds=2)
     with pytest.raises(DatasetError, match="dataset root .*absent is not a folder"):
         load_dataset("ucf101", tmp_path / "absent")
+
+
+def test_hat_list_and_folders(tmp_path):
+    root = tmp_path / "hat"
+    for folder in ("ori", "seg"):
+        for entry in ("bending back/05mZDSLkGQI_000007_000017", "archery/01xStFVYC7U_000011_000021"):
+            (root / folder / entry).mkdir(parents=True)
+    (root / "seg" / "archery" / "01xStFVYC7U_000011_000021").rmdir()  # frames without masks: missing
+    listing = root / "annotations" / "kinetics400_val_list_rawframes.txt"
+    listing.parent.mkdir()
+    listing.write_text("archery/01xStFVYC7U_000011_000021 150 5\nbending back/05mZDSLkGQI_000007_000017 300 20\n")
+    classes, items = load_dataset("hat", root)
+    assert classes == ["archery", "bending back"] and list(items) == ["test"]  # no inp/: no inpainted split
+    assert items["test"] == [
+        VideoItem("01xStFVYC7U_000011_000021", None, 0, "archery", "test", "archery/01xStFVYC7U_000011_000021"),
+        VideoItem("05mZDSLkGQI_000007_000017", root / "ori/bending back/05mZDSLkGQI_000007_000017", 1,
+                  "bending back", "test", "bending back/05mZDSLkGQI_000007_000017",
+                  masks=root / "seg/bending back/05mZDSLkGQI_000007_000017")]
+
+    for text, message in [("archery/a 150\n", "expected lines '<class>/<video> <frames> <label>', got 'archery/a 150'"),
+                          ("archery/a 150 5\narchery/b 150 6\n", "class 'archery' has labels 5 and 6"),
+                          ("archery/a 150 5\nabseiling/b 150 5\n", "label 5 names both 'archery' and 'abseiling'")]:
+        listing.write_text(text)
+        with pytest.raises(DatasetError, match=f"{listing}: {message}$"):
+            load_dataset("hat", root)
+    listing.unlink()
+    with pytest.raises(DatasetError, match=r"HAT rawframes list not found: expected kinetics400_val_list_rawframes.txt "
+                                           r"\(or \*rawframes\*.txt\) in .*; the list comes with HAT's downloads"):
+        load_dataset("hat", root)
+    for name in ("ucf101_val_split_1_rawframes.txt", "ucf101_val_split_2_rawframes.txt"):
+        (root / name).write_text("archery/a 150 5\n")
+    with pytest.raises(DatasetError, match="2 rawframes lists .*: keep the one to prepare in a folder of its own"):
+        load_dataset("hat", root)

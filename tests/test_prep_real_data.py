@@ -334,3 +334,24 @@ def test_speed_in_seconds_per_video_when_slow():
     assert speed(30, 10) == "3.0 videos/s"
     assert speed(3, 10) == "3.3 s/video"
     assert speed(0, 10) == "no video"
+
+
+def test_frame_folders_decode_by_number_at_30_fps(tmp_path):
+    from PIL import Image
+
+    from prep.decode import InputError, decode_source
+
+    folder = tmp_path / "video"
+    folder.mkdir()
+    for n in (1, 2, 3, 5, 10):  # numbers, not names, order them; 4 and 6-9 are absent
+        Image.fromarray(np.full((60, 80, 3), n * 20, np.uint8)).save(folder / f"{n:06d}.png")
+    (folder / "notes.txt").write_text("not a frame")
+    dec = decode_source(folder, short_side=30)
+    assert dec.frames.shape == (5, 30, 40, 3) and dec.fps == 30 and dec.source_frames == 5
+    assert [int(f[0, 0, 0]) for f in dec.frames] == [20, 40, 60, 100, 200]
+    assert dec.warning == ("partial decode: 5 frame number(s) absent between 1 and 10; "
+                           "the folder is incomplete: fetch it again")
+    half = decode_source(folder, short_side=0, fps=15)
+    assert half.source_index.tolist() == [0, 2, 4] and half.frames.shape == (3, 60, 80, 3)
+    with pytest.raises(InputError, match="no frames: the folder holds no numbered .jpg/.jpeg/.png images"):
+        decode_source(tmp_path)
