@@ -44,3 +44,21 @@ def test_demo_with_every_method_makes_one_table(tmp_path):
     assert (data / "stillmix_bank.npz").is_file()
     report = (runs / "report.md").read_text()
     assert "| albar (ALBAR, Fioresi et al. 2025) |" in report and "| stillmix (StillMix, Li et al. 2023) |" in report
+
+
+def test_demo_parity_rows_change_one_thing_each(tmp_path):
+    runs, data = tmp_path / "runs", tmp_path / "data"
+    assert toy_demo(runs, data, "--clips", "1", "--parity", "--sgd-lr", "0.05") == 0
+    parity = json.loads((runs / "results.json").read_text())["parity"]
+    assert list(parity["models"]) == ["sgd_baseline", "sgd_ours", "bn_head", "dampening", "official", "confusion"]
+    assert all(0 <= s["mean"] <= 1 for row in parity["models"].values() for s in row.values())
+    config = {name: json.loads((runs / "seed0" / f"parity-{name}" / "config.json").read_text())
+              for name in parity["models"]}
+    assert all(c["optimizer"] == "sgd" and c["lr"] == 0.05 for c in config.values())
+    assert config["sgd_baseline"]["debias"] == "none" and config["sgd_ours"]["debias"] == "adv,ent"
+    changed = lambda name: {k for k in config[name] if config[name][k] != config["sgd_ours"][k]} - {"out"}
+    assert changed("bn_head") == {"scene_head"} and changed("dampening") == {"dampening"}
+    assert changed("confusion") == {"adversary"}
+    assert changed("official") == {"recipe", "arch", "scene_head", "entropy", "dampening", "lr_patience", "plateau"}
+    report = (runs / "report.md").read_text()
+    assert "| official (recipe official, arch hara-r18-w16) |" in report and "| sgd_ours (ours) |" in report

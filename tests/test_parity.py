@@ -2,6 +2,8 @@
 code, as an equality with the official formula reimplemented here on tiny tensors."""
 from __future__ import annotations
 
+import copy
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -398,3 +400,36 @@ def test_official_recipe_sets_the_flags_left_at_their_defaults(synth_shards, tmp
     # the plateau scheduler watched the validation CE plus the scene loss, as the official code does
     best = checkpoint.load(out / "checkpoint.pt")["scheduler"]["best"]
     assert best == pytest.approx(val["loss"] + val["scene_loss"], rel=1e-6) and val["scene_loss"] > 1
+
+
+def test_confusion_adversary_trains_the_head_on_detached_features_and_the_features_towards_uniform():
+    torch.manual_seed(0)
+    head = SceneHead(8, layout="official")  # with BatchNorm: its statistics move once per step, not twice
+    reference = copy.deepcopy(head)
+    step = DebiasStep(nn.Identity(), head, None, None, Losses(adversary="confusion", adv_lambda=0.3))
+    features = torch.randn(6, 8, requires_grad=True)
+    scene = torch.softmax(torch.randn(6, 365), 1)
+    _, total, logged = step._adversary(torch.randn(6, 3), features, {"label": torch.zeros(6, dtype=torch.long),
+                                                                     "scene": scene})
+    total.backward()
+
+    # reference: the head's soft CE on detached features; the features' gradient from 0.3 x the
+    # cross-entropy against a uniform target, through a head that this term does not move
+    x = features.detach().clone().requires_grad_()
+    head_loss = -(scene * torch.log_softmax(reference(x.detach()), 1)).sum(1).mean()
+    head_loss.backward()
+    bn, reference_bn = (next(m for m in h.modules() if isinstance(m, nn.BatchNorm1d)) for h in (head, reference))
+    torch.testing.assert_close(bn.running_mean, reference_bn.running_mean)  # one update: the confusion pass kept out
+    head_grads = [p.grad.clone() for p in reference.parameters()]
+    for p in reference.parameters():
+        p.requires_grad_(False)
+    (0.3 * -(torch.full((6, 365), 1 / 365) * torch.log_softmax(reference(x), 1)).sum(1).mean()).backward()
+    torch.testing.assert_close(logged, head_loss)
+    for ours, theirs in zip((p.grad for p in head.parameters()), head_grads):
+        torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(features.grad, x.grad)
+
+    # a step on the features alone brings the head's prediction (batch statistics, as trained) closer to uniform
+    with torch.no_grad():
+        kl = lambda f: (-torch.log_softmax(head(f), 1).mean(1) - math.log(365)).mean().item()
+        assert kl(features - 5.0 * features.grad) < kl(features)

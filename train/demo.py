@@ -3,6 +3,7 @@
     python -m train.demo                       # one seed, 8 minutes on 2 AVX-512 CPU cores
     python -m train.demo --seeds 3 --ablation  # mean and spread over seeds, the paper's Table 5 (~36 minutes)
     python -m train.demo --methods all         # also BE, ActorCutMix, FAME, StillMix and ALBAR (train/methods/)
+    python -m train.demo --seeds 3 --parity    # also the official-parity rows (PARITY), SGD
 
 1. prep-synth: a biased world (train/val at --bias, unbiased test, novel-action splits) and,
    for the control, a train split of the same world unbiased (--bias 0); prep-shards for each.
@@ -29,7 +30,7 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -55,6 +56,13 @@ METRICS = ("val_top1", "test_top1", "nonhome_top1", "home_fallback", "novel_top1
            "scene_probe_acc")
 OOC = tuple(f"ooc_{m}" for m in OOC_METRICS if m != "top1")  # the suite on the val split (its top1 is val_top1)
 VARIANTS = {"baseline": "none", "adv": "adv", "ent": "ent", "debiased": "adv,ent"}  # the paper's Table 5 order
+# --parity (issue: official parity): SGD rows at one lr, each one change from ours towards the
+# official code's recipe, and the confusion adversary; all adv,ent but the baseline
+PARITY = {"sgd_baseline": {"debias": "none"}, "sgd_ours": {}, "bn_head": {"scene_head": "official"},
+          "dampening": {"dampening": 0.9}, "official": {"recipe": "official", "arch": "hara-r18-w16"},
+          "confusion": {"adversary": "confusion"}}
+PARITY_METRICS = ("val_top1", "test_top1", "home_fallback", "masked_top1", "masked_confidence", "scene_probe_acc",
+                  "scene_head_acc")
 PAPERS = {"be": "Background Erasing, Wang et al. 2021", "actorcutmix": "ActorCutMix, Zou et al. 2021",
           "fame": "FAME, Ding et al. 2022", "stillmix": "StillMix, Li et al. 2023", "albar": "ALBAR, Fioresi et al. 2025"}
 
@@ -128,31 +136,58 @@ def run_seed(a: DemoConfig, seed: int, data: dict, runs: Path) -> dict:
             raise SystemExit(f"demo: pretraining {name} failed")
         ckpt = out / "checkpoint.pt"
         trained = time.perf_counter()
-        ev = dict(clips=a.clips, device="cpu", loader=a.loader, batch_size=a.batch_size, workers=a.workers)
-        val = evaluate_model(ckpt, data["main"], "val", **ev)
-        test = evaluate_model(ckpt, data["main"], "test", probe_split="train", masked=False,  # masked figures: on val
-                              predictions=out / "test_predictions.jsonl", **ev)
+        measured = measure(a, ckpt, data, out, world)
         probe = FinetuneConfig(init=str(ckpt), shards=[str(data["novel"])], out=str(out / "novel"), linear_probe=True,
                                clips=a.clips, lr=a.probe_lr, epochs=a.probe_epochs)
         if finetune(probe, **run_settings(a)) != 0:
             raise SystemExit(f"demo: novel transfer of {name} failed")
         novel = json.loads((out / "novel" / "results.json").read_text())
-        ooc = ooc_suite(ckpt, data["main"], "val", **ev)  # val: its backgrounds still tell the action
-        results[name] = {"val_top1": val["top1"], "test_top1": test["top1"],
-                         **home_metrics(out / "test_predictions.jsonl", world["actions"], world),
-                         "novel_top1": novel["mean_top1"], "masked_top1": val["masked_top1"],
-                         "masked_confidence": val["masked_confidence"],
-                         "scene_probe_acc": test["scene_probe_acc"], **{f"ooc_{m}": ooc[m] for m in OOC_METRICS if m != "top1"},
+        ooc = ooc_suite(ckpt, data["main"], "val", **evaluation(a))  # val: its backgrounds still tell the action
+        results[name] = {**measured, "novel_top1": novel["mean_top1"],
+                         **{f"ooc_{m}": ooc[m] for m in OOC_METRICS if m != "top1"},
                          "pretrain_s": trained - start, "evaluate_s": time.perf_counter() - trained}
         print(f"[seed {seed}] {name}: " + ", ".join(f"{k} {number(v)}" for k, v in results[name].items()), flush=True)
     return results
 
 
-def summarise(per_seed: list[dict]) -> dict:
+def evaluation(a: DemoConfig) -> dict:
+    return dict(clips=a.clips, device="cpu", loader=a.loader, batch_size=a.batch_size, workers=a.workers)
+
+
+def measure(a: DemoConfig, ckpt: Path, data: dict, out: Path, world: dict) -> dict:
+    """The figures of a model on the biased val split and the unbiased test split."""
+    val = evaluate_model(ckpt, data["main"], "val", **evaluation(a))
+    test = evaluate_model(ckpt, data["main"], "test", probe_split="train", masked=False,  # masked figures: on val
+                          predictions=out / "test_predictions.jsonl", **evaluation(a))
+    return {"val_top1": val["top1"], "test_top1": test["top1"],
+            **home_metrics(out / "test_predictions.jsonl", world["actions"], world),
+            "masked_top1": val["masked_top1"], "masked_confidence": val["masked_confidence"],
+            "scene_probe_acc": test["scene_probe_acc"], "scene_head_acc": test["scene_head_acc"]}
+
+
+def run_parity(a: DemoConfig, seed: int, data: dict, runs: Path) -> dict:
+    """--parity: the rows of PARITY, SGD at --sgd-lr, measured as the main models are (no novel
+    probe, no suite: the question is what the scene adversary does to the features)."""
+    world = json.loads(data["world"].read_text())
+    results = {}
+    for name, change in PARITY.items():
+        out = runs / f"seed{seed}" / f"parity-{name}"
+        start = time.perf_counter()
+        cfg = replace(pretrain_config(a, data["main"], out, change.get("debias", "adv,ent"), seed),
+                      optimizer="sgd", lr=a.sgd_lr, **{k: v for k, v in change.items() if k != "debias"})
+        if pretrain(cfg) != 0:
+            raise SystemExit(f"demo: pretraining parity row {name} failed")
+        results[name] = {**measure(a, out / "checkpoint.pt", data, out, world), "seconds": time.perf_counter() - start}
+        print(f"[seed {seed}] parity {name}: " + ", ".join(f"{k} {number(v)}" for k, v in results[name].items()),
+              flush=True)
+    return results
+
+
+def summarise(per_seed: list[dict], metrics: tuple[str, ...] = METRICS + OOC) -> dict:
     out = {}
     for name in per_seed[0]:
         out[name] = {}
-        for m in METRICS + OOC:
+        for m in metrics:
             values = [r[name][m] for r in per_seed if r[name][m] is not None]  # None: a split too small for the figure
             out[name][m] = {"mean": statistics.fmean(values) if values else None,
                             "std": statistics.pstdev(values) if len(values) > 1 else 0.0, "values": values}
@@ -180,6 +215,13 @@ def report(results: dict, runs: Path) -> str:
               "and SCUBA / SCUFO, train/evaluation/ooc_suite.py):",
               "", "| model | " + " | ".join(m.removeprefix("ooc_") for m in OOC) + " |", "|---" * (len(OOC) + 1) + "|"]
     lines += [f"| {name} | " + " | ".join(fmt(models[name][m]) for m in OOC) + " |" for name in models]
+    if "parity" in results:
+        rows = results["parity"]["models"]
+        lines += ["", f"Official parity (SGD momentum 0.9, lr {c['sgd_lr']}, otherwise as above; scene_head_acc: the trained "
+                  "scene head's own accuracy on test, scene_probe_acc a fresh linear probe's):", "",
+                  "| row (change) | " + " | ".join(PARITY_METRICS) + " |", "|---" * (len(PARITY_METRICS) + 1) + "|"]
+        lines += [f"| {name} ({', '.join(f'{k} {v}' for k, v in PARITY[name].items()) or 'ours'}) | "
+                  + " | ".join(fmt(rows[name][m]) for m in PARITY_METRICS) + " |" for name in rows]
     lines += ["", "Dataset scene bias (Eq. 1, log(M / M_rand); 0 = the scene says nothing of the action):", "",
               "| split | scene->action accuracy | bias |", "|---|---|---|"]
     lines += [f"| {s} | {b['scene_action_acc']:.3f} | {b['dataset_bias']:.3f} |" for s, b in results["dataset_bias"].items()]
@@ -221,6 +263,8 @@ class DemoConfig:
     seeds: PositiveInt = 1                   # train every model with seeds 0..N-1 (mean and spread)
     ablation: bool = False                   # also train the adversary alone and the entropy loss alone
     methods: list[Literal[("all", *METHODS)]] = field(default_factory=list)  # also train these later methods (all: every one)
+    parity: bool = False                     # also the official-parity rows (PARITY: SGD; BN head, dampening, official recipe, confusion)
+    sgd_lr: PositiveFloat = 0.1              # --parity: the SGD learning rate of every row (momentum 0.9, batch 32 scaled)
     bias: Fraction = 0.9                     # how often an action happens in its home scene (train, val)
     difficulty: Literal[tuple(DIFFICULTIES)] = "easy"  # how hard the actions are to tell apart
     world_seed: NonNegativeInt = 0           # the world's random seed
@@ -269,6 +313,9 @@ def run(a: DemoConfig) -> int:
     results = {"config": asdict(a), "seeds": list(range(a.seeds)), "models": summarise(per_seed), "per_seed": per_seed,
                "data_s": data_s, "dataset_bias": {s: dataset_bias(str(shards["main"]), s, "train") for s in ("train", "val", "test")}}
     results["dataset_bias"]["control_train"] = dataset_bias(str(shards["control"]), "train", "train")
+    if a.parity:
+        parity = [run_parity(a, seed, shards, runs) for seed in range(a.seeds)]
+        results["parity"] = {"models": summarise(parity, PARITY_METRICS), "per_seed": parity}
     (runs / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     cam(CamConfig(checkpoint=[str(runs / "seed0" / m / "checkpoint.pt") for m in ("baseline", "debiased")],
                   name=["baseline", "debiased"], shards=str(shards["main"]), split="test", n=8, out=str(runs / "cams")))

@@ -59,7 +59,7 @@ from train.metrics import MetricLog
 from train.model import ARCHS, SCENE_HEADS, MaskHead, SceneHead, build_backbone
 from train.methods import METHODS, build_method
 from train.scene_loss import scene_loss
-from train.step import SCHEDULES, DebiasStep, Losses
+from train.step import ADVERSARIES, SCHEDULES, DebiasStep, Losses
 
 TERMINATED = 128 + signal.SIGTERM  # 143: the exit code after SIGTERM (a checkpoint was written)
 INTERRUPTED = 128 + signal.SIGINT  # 130: the same after Ctrl-C
@@ -89,7 +89,8 @@ class Config:
     method: Literal[("sdn", *METHODS)] = "sdn"  # sdn (the paper), or a later method (train/methods/)
     debias: Literal["none", "adv", "ent", "adv,ent"] = "adv,ent"  # SDN's losses: none, or the paper's ablation
     schedule: Literal[SCHEDULES] = "alternate"  # alternate: two steps per iteration (the paper); joint: one
-    adv_lambda: NonNegativeFloat = 0.5       # gradient reversal strength
+    adv_lambda: NonNegativeFloat = 0.5       # gradient reversal strength (confusion: the weight of its loss)
+    adversary: Literal[ADVERSARIES] = "reversal"  # reversal: the paper's; confusion: features trained to make the scene head uniform
     ent_weight: NonNegativeFloat = 1.0       # weight of the entropy loss
     entropy: Literal["paper", "official"] = "paper"  # official: on a head of its own behind a gradient reversal
     scene_labels: Literal["soft", "hard"] = "soft"  # soft: the averaged Places365 softmax; hard: its argmax
@@ -141,6 +142,9 @@ def check(cfg: Config) -> None:
         problems.append(f"--init {cfg.init}: no such file")
     if cfg.entropy == "official" and ("ent" not in cfg.debias or cfg.method != "sdn"):
         problems.append(f"--entropy official moves SDN's entropy loss, which this run does not have "
+                        f"(--method {cfg.method} --debias {cfg.debias})")
+    if cfg.adversary != "reversal" and ("adv" not in cfg.debias or cfg.method != "sdn"):
+        problems.append(f"--adversary {cfg.adversary} changes SDN's scene adversary, which this run does not have "
                         f"(--method {cfg.method} --debias {cfg.debias})")
     if cfg.dampening and cfg.optimizer != "sgd":
         problems.append(f"--dampening is for --optimizer sgd, not {cfg.optimizer}")
@@ -304,7 +308,8 @@ def run(cfg: Config) -> int:
             saved_step = step
 
     train_step = DebiasStep(net, head, optimizer, scaler, Losses(adv, ent, cfg.adv_lambda, cfg.ent_weight,
-                                                              cfg.scene_labels == "hard", cfg.schedule),
+                                                              cfg.scene_labels == "hard", cfg.schedule,
+                                                              adversary=cfg.adversary),
                             amp, cfg.channels_last, method, cfg.seed, dist.rank, masked_head)
 
     def diverged_message(losses: dict, keys: list[str]) -> str:

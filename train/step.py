@@ -6,7 +6,8 @@ train/pretrain.py runs and benchmarks/train_step.py times.
     joint:                 one forward over both clips stacked, one step on the sum.
 
 The scene adversary is the scene head behind the gradient reversal layer (train/
-gradient_reversal.py); without it (`adv=False`) the head still learns the scene, on detached
+gradient_reversal.py), or with `adversary="confusion"` the head learning on detached features
+while the backbone is trained to make it uniform (`confusion_loss`); without it (`adv=False`) the head still learns the scene, on detached
 features, so its accuracy keeps measuring how much scene the features hold. The masked pass
 counts only clips whose video passed the people filter and that show a person (`mask_ok &
 has_human`), averaged over all such clips of the global batch (every rank's clips count alike,
@@ -37,6 +38,7 @@ from train.gradient_reversal import reverse_gradient
 from train.scene_loss import scene_loss
 
 SCHEDULES = ("alternate", "joint")
+ADVERSARIES = ("reversal", "confusion")
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,7 @@ class Losses:
     hard_scene_labels: bool = False  # the scene label's argmax instead of the soft label
     schedule: str = "alternate"      # one of SCHEDULES
     mask_lambda: float = 1.0         # --entropy official: the gradient reversal before the mask head
+    adversary: str = "reversal"      # one of ADVERSARIES
 
 
 class DebiasStep:
@@ -72,9 +75,17 @@ class DebiasStep:
         self.scaler.update()
 
     def _adversary(self, logits: torch.Tensor, features: torch.Tensor, batch: dict):
-        scene_in = reverse_gradient(features, self.losses.adv_lambda) if self.losses.adv else features.detach()
-        return (F.cross_entropy(logits.float(), batch["label"]),
-                scene_loss(self.head(scene_in), batch["scene"], self.losses.hard_scene_labels))
+        """(CE, the loss of the scene adversary, the scene head's loss as logged)."""
+        losses = self.losses
+        ce = F.cross_entropy(logits.float(), batch["label"])
+        if losses.adv and losses.adversary == "reversal":
+            scene = scene_loss(self.head(reverse_gradient(features, losses.adv_lambda)), batch["scene"],
+                               losses.hard_scene_labels)
+            return ce, scene, scene
+        scene = scene_loss(self.head(features.detach()), batch["scene"], losses.hard_scene_labels)
+        if not losses.adv:
+            return ce, scene, scene
+        return ce, scene + losses.adv_lambda * confusion_loss(frozen(self.head)(features)), scene
 
     def __call__(self, batch: dict, step: int = 0) -> dict:
         losses, clip = self.losses, batch["clip"]
@@ -87,7 +98,7 @@ class DebiasStep:
         count = usable_clips(weight) if losses.ent else 0.0  # per rank, of the global batch's
         if losses.schedule == "alternate":
             with self.amp():
-                ce, adv_loss = self._adversary(*self.net(clip, with_features=True), batch)
+                ce, adv_loss, scene = self._adversary(*self.net(clip, with_features=True), batch)
             self.optimize(ce + adv_loss)
             if count > 0:
                 with self.amp():
@@ -98,11 +109,11 @@ class DebiasStep:
             with self.amp():
                 logits, features = self.net(x, with_features=True)
                 n = len(clip)
-                ce, adv_loss = self._adversary(logits[:n], features[:n], batch)
+                ce, adv_loss, scene = self._adversary(logits[:n], features[:n], batch)
                 if count > 0:
                     ent_loss = self._masked_entropy(logits[n:], features[n:], weight, count)
             self.optimize(ce + adv_loss + losses.ent_weight * ent_loss)
-        return {"ce": ce.item(), "scene": adv_loss.item(), "entropy": ent_loss.item()}
+        return {"ce": ce.item(), "scene": scene.item(), "entropy": ent_loss.item()}
 
     def _masked_entropy(self, logits: torch.Tensor, features: torch.Tensor, weight: torch.Tensor, count: float):
         """The paper: -H of the action head on the masked clips. With a mask head (the official
@@ -124,6 +135,23 @@ class DebiasStep:
         values = torch.stack([out.ce.detach().float(), scene.detach().float(),
                               *(v.detach().float() for v in out.parts.values())]).tolist()  # one host sync
         return {"entropy": 0.0, **dict(zip(names, values))}
+
+
+def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the scene head's prediction against the uniform distribution (the
+    confusion loss of Tzeng et al., ICCV 2015 and Alvi et al., ECCV-W 2018): zero gradient once
+    the head sees every scene as equally likely, where reversing the head's own loss rewards a
+    confidently wrong head, whose features still hold the scene."""
+    return -torch.log_softmax(logits.float(), dim=1).mean(dim=1).mean()
+
+
+def frozen(head: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`head` as a function of its input only: the confusion loss moves the features, not the head,
+    and the head's BatchNorm statistics are not updated a second time (copies are)."""
+    module = getattr(head, "module", head)  # under DDP, the wrapped head
+    tensors = {**{k: v.detach() for k, v in module.named_parameters()},
+               **{k: v.clone() for k, v in module.named_buffers()}}
+    return lambda x: torch.func.functional_call(module, tensors, (x,))
 
 
 def usable_clips(weight: torch.Tensor) -> float:

@@ -10,7 +10,9 @@ clips gives masked top-1 (lower, towards chance, means less reliance on the scen
 confidence (the mean top probability there; 1 / classes when the model has no idea); the scene
 probe is a linear classifier fitted on frozen features of --probe-split videos to predict the
 scene pseudo label's argmax, its accuracy on --split (lower means less scene information in
-the features). --predictions writes one JSON line per video.
+the features); the scene head accuracy is the trained scene head's own on --split: below the
+probe's, the adversary beat its head while the features kept the scene. --predictions writes
+one JSON line per video.
 
 --suite ooc runs the out-of-context suite instead (human-only, background-only, actor swap,
 SCUBA / SCUFO on boxes, contrasted accuracy): train/evaluation/ooc_suite.py says what each means.
@@ -76,7 +78,7 @@ def evaluate_model(checkpoint: str | Path, shards: str | Path, split: str, *, cl
     when `probe_split` names the split to fit it on, per-video lines in `predictions` when given;
     masked=False skips the masked clips (half the work) and their two figures."""
     device = torch.device(device)
-    backbone, _, cfg = load_model(str(checkpoint), device)
+    backbone, scene_head, cfg = load_model(str(checkpoint), device)
     common = dict(device=device, loader=loader, batch_size=batch_size, workers=workers)
     out = video_outputs(backbone, str(shards), split, cfg, clips=clips, masked_pass=masked, **common)
     labels, probs = out["labels"], out["probs"]
@@ -84,6 +86,8 @@ def evaluate_model(checkpoint: str | Path, shards: str | Path, split: str, *, cl
     result = {"checkpoint": str(checkpoint), "split": split, "videos": len(labels), "clips": clips,
               "top1": (top5[:, 0] == labels).double().mean().item(),
               "top5": (top5 == labels[:, None]).any(1).double().mean().item()}
+    with torch.no_grad():  # the trained scene head on the videos' mean features: what the adversary fought
+        result["scene_head_acc"] = accuracy(scene_head, out["features"].to(device), out["scene"].to(device))
     if masked:
         result["masked_top1"] = (out["masked"].argmax(1) == labels).double().mean().item()
         # how sure the model stays once the humans are gone (1 / classes = no idea): top-1 alone
