@@ -24,7 +24,7 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 
 class InputError(Exception):
@@ -203,6 +203,15 @@ def resample_index(times: np.ndarray, src_fps: float, fps: float, tolerance: flo
 # frame folders (MMAction2 rawframes, HAT's releases): 000001.jpg, 000002.jpg, ...
 
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+_FRAME_OPENERS = {".jpg": JpegImagePlugin.JpegImageFile, ".jpeg": JpegImagePlugin.JpegImageFile,
+                  ".png": PngImagePlugin.PngImageFile}
+
+
+def open_frame(path: Path) -> Image.Image:
+    """A frame (or mask) image opened by its suffix's own decoder. Not `Image.open`: ultralytics,
+    imported by the detector, patches it to pip-install a HEIF plugin whenever a file does not
+    identify, which a JPEG cut short by a failed download does."""
+    return _FRAME_OPENERS[path.suffix.lower()](path)
 # Frame folders carry no timestamps. The tools that write them (MMAction2's extractors, HAT)
 # keep every frame of the source, and Kinetics and UCF-101 videos run at 25-30 fps: 30 is the
 # rate taken, and --fps resamples from it.
@@ -228,7 +237,7 @@ def decode_frames(folder: Path, short_side: int | None = 128, fps: float | None 
     frames, damaged, size = [], [], None
     for path in files:
         try:
-            with Image.open(path) as im:
+            with open_frame(path) as im:
                 rgb = im.convert("RGB")
         except (OSError, SyntaxError, ValueError):
             damaged.append(path.name)

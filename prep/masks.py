@@ -10,8 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from scipy import ndimage
+
+from .decode import open_frame
 
 HUMAN_ABOVE = 128     # HAT's own test: seg > 128 is human
 MIN_REGION = 0.001    # of the frame's pixels
@@ -39,7 +40,7 @@ def boxes_from_masks(masks: Path, numbers: list[int]) -> tuple[list[list[list[fl
         if n in drawn:
             continue
         try:
-            with Image.open(files[n]) as im:
+            with open_frame(files[n]) as im:
                 drawn[n] = mask_boxes(np.asarray(im.convert("L")))
         except (KeyError, OSError, SyntaxError, ValueError):
             drawn[n] = []

@@ -355,3 +355,23 @@ def test_frame_folders_decode_by_number_at_30_fps(tmp_path):
     assert half.source_index.tolist() == [0, 2, 4] and half.frames.shape == (3, 60, 80, 3)
     with pytest.raises(InputError, match="no frames: the folder holds no numbered .jpg/.jpeg/.png images"):
         decode_source(tmp_path)
+
+
+def test_a_jpeg_cut_short_is_a_damaged_frame_even_with_ultralytics_imported(tmp_path, monkeypatch):
+    """ultralytics patches PIL's Image.open to pip-install a HEIF plugin on a file it cannot
+    identify; a frame cut short must still read as damaged, not fail the video on the import."""
+    from PIL import Image
+
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    monkeypatch.setenv("YOLO_CONFIG_DIR", str(tmp_path / "yolo"))
+    import ultralytics.utils.patches  # noqa: F401  (applies the patch, as the detector's import does)
+    from prep.decode import decode_source
+
+    folder = tmp_path / "video"
+    folder.mkdir()
+    for n in (1, 2, 3):
+        Image.fromarray(np.full((32, 32, 3), n * 60, np.uint8)).save(folder / f"{n:06d}.jpg")
+    (folder / "000002.jpg").write_bytes(b"\xff\xd8\xff\xe0")
+    dec = decode_source(folder, short_side=0)
+    assert [round(f.mean() / 60) for f in dec.frames] == [1, 1, 3]
+    assert dec.warning.startswith("partial decode: 1 damaged image(s) (000002.jpg)")
