@@ -402,6 +402,56 @@ def test_official_recipe_sets_the_flags_left_at_their_defaults(synth_shards, tmp
     assert best == pytest.approx(val["loss"] + val["scene_loss"], rel=1e-6) and val["scene_loss"] > 1
 
 
+def test_official_stage_one_recipe_is_the_readme_command():
+    from train.pretrain import OFFICIAL_STAGE1, Config, check, with_recipe
+
+    cfg = with_recipe(Config(shards="s", out="o", recipe="official-stage1", device="cpu"))
+    # README "SDN model with scene adversarial loss only": --is_place_adv --alpha 1.0, no mask loss,
+    # --new_layer_lr 1e-2 --learning_rate 1e-4 --warm_up_epochs 5; the full model's head, backbone, SGD
+    assert {k: getattr(cfg, k) for k in OFFICIAL_STAGE1} == {
+        "arch": "hara-r18", "scene_head": "official", "dampening": 0.9, "lr": 1e-4, "lr_patience": 10,
+        "plateau": "ce+scene", "debias": "adv", "adv_lambda": 1.0, "warmup_epochs": 5, "warmup_lr": 1e-2}
+    assert cfg.entropy == "paper"
+    check(cfg)  # no mask loss, so no --entropy official to refuse
+
+
+def test_warm_up_trains_the_new_layers_alone_then_everything_and_resumes_exactly(synth_shards, tmp_path):
+    """train.py:85-107, 146-152: for --warm_up_epochs an optimizer of the new layers alone (place_mlp,
+    fc) at --new_layer_lr, with a plateau schedule of its own; then every parameter at the learning
+    rate. The backbone's BatchNorm statistics still move during the warm-up (model.train())."""
+    import json
+
+    from train import checkpoint
+    from train.pretrain import main as pretrain
+
+    def run(out, *more):
+        assert pretrain(["--shards", str(synth_shards), "--out", str(out), "--device", "cpu", "--loader", "torch",
+                         "--workers", "1", "--arch", "r3d18-w16", "--frames", "8", "--size", "40", "--batch-size", "4",
+                         "--val-every", "0", "--log-every", "1", "--epochs", "2", "--warmup-epochs", "1",
+                         "--warmup-lr", "0.08", "--lr", "0.016", *more]) == 0  # 12 videos: 3 steps per epoch
+        return checkpoint.load(out / "checkpoint.pt")
+
+    out = tmp_path / "run"
+    first, warm, done = run(out, "--max-steps", "1"), run(out, "--max-steps", "3"), run(out)
+    assert (first["step"], warm["step"], done["step"]) == (1, 3, 6)
+    frozen = [k for k, v in first["backbone"].items() if not k.startswith("fc.") and v.is_floating_point()
+              and "running" not in k]
+    assert frozen and all(torch.equal(first["backbone"][k], warm["backbone"][k]) for k in frozen)
+    assert not torch.equal(first["backbone"]["fc.weight"], warm["backbone"]["fc.weight"])
+    assert not all(torch.equal(first["scene_head"][k], warm["scene_head"][k]) for k in first["scene_head"])
+    running = [k for k in first["backbone"] if k.endswith("running_mean")]
+    assert not all(torch.equal(first["backbone"][k], warm["backbone"][k]) for k in running)
+    assert not all(torch.equal(warm["backbone"][k], done["backbone"][k]) for k in frozen)
+    assert len(done["warmup_optimizer"]["param_groups"][0]["params"]) == 2 + 8  # fc; the scene head's 4 Linear
+    lrs = [json.loads(line)["lr"] for line in (out / "metrics.jsonl").read_text().splitlines() if '"lr"' in line]
+    assert lrs == pytest.approx([0.08 * 4 / 32] * 3 + [0.016 * 4 / 32] * 3)  # global batch 4: scaled
+    with pytest.raises(SystemExit, match="trained with --warmup-epochs 1, this run has --warmup-epochs 0"):
+        run(out, "--warmup-epochs", "0")  # the last flag wins: a resume without the warm-up's optimizer
+    whole = run(tmp_path / "whole")  # the same six steps without the two stops
+    assert all(torch.equal(whole["backbone"][k], done["backbone"][k]) for k in whole["backbone"])
+    assert all(torch.equal(whole["scene_head"][k], done["scene_head"][k]) for k in whole["scene_head"])
+
+
 def test_confusion_adversary_trains_the_head_on_detached_features_and_the_features_towards_uniform():
     torch.manual_seed(0)
     head = SceneHead(8, layout="official")  # with BatchNorm: its statistics move once per step, not twice

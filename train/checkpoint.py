@@ -163,16 +163,19 @@ def init_weights(state: dict, path: str | Path, backbone: torch.nn.Module, scene
 
 def resume(state: dict, path: str | Path, backbone: torch.nn.Module, scene_head: torch.nn.Module,
            optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler,
-           mask_head: torch.nn.Module | None = None) -> tuple:
+           mask_head: torch.nn.Module | None = None, warmup: tuple | None = None) -> tuple:
     """Put a run back where its checkpoint left it: weights (the mask head's too, --entropy
-    official), optimizer, scheduler, scaler and RNG states. Returns its position (step, epoch,
-    batch_in_epoch, best_top1, metrics_bytes)."""
+    official), optimizer, scheduler (and the warm-up's pair, --warmup-epochs), scaler and RNG
+    states. Returns its position (step, epoch, batch_in_epoch, best_top1, metrics_bytes)."""
     load_weights(backbone, state["backbone"], path)
     load_weights(scene_head, state["scene_head"], path)
     if mask_head is not None:
         load_weights(mask_head, state.get("mask_head", {}), path)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if warmup is not None:
+        warmup[0].load_state_dict(state["warmup_optimizer"])
+        warmup[1].load_state_dict(state["warmup_scheduler"])
     scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     return tuple(state[k] for k in ("step", "epoch", "batch_in_epoch", "best_top1", "metrics_bytes"))

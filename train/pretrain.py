@@ -10,8 +10,9 @@ NeurIPS 2019).
     # the official two-stage recipe: the scene adversary alone, then everything from there
     python train/pretrain.py --shards data/mk200 --out runs/stage1 --debias adv
     python train/pretrain.py --shards data/mk200 --out runs/stage2 --debias adv,ent --init runs/stage1/best.pt --lr 1e-4
-    # the official code's full model (its backbone, heads, optimizer and entropy loss; README)
-    python train/pretrain.py --shards data/mk200 --out runs/official --recipe official --init save_100.pth
+    # the official code's two stages (its backbone, heads, optimizer, head warm-up and entropy loss; README)
+    python train/pretrain.py --shards data/mk200 --out runs/sdn1 --recipe official-stage1 --init resnet-18-kinetics.pth --no-init-head
+    python train/pretrain.py --shards data/mk200 --out runs/sdn2 --recipe official --init runs/sdn1/best.pt
     # CPU scale (tests, the demo): a narrow network on small clips
     python train/pretrain.py --shards data/synth-shards --out runs/cpu --device cpu --loader torch \\
         --arch r3d18-w16 --input rgbdiff --size 56 --batch-size 16 --optimizer adamw --max-steps 400
@@ -65,6 +66,16 @@ TERMINATED = 128 + signal.SIGTERM  # 143: the exit code after SIGTERM (a checkpo
 INTERRUPTED = 128 + signal.SIGINT  # 130: the same after Ctrl-C
 
 
+# what vt-vl-lab/SDN's README commands run with (README "Differences from the official code"): the
+# full model, and its stage 1 (the scene adversary alone at alpha 1.0 after a 5-epoch warm-up of the
+# new layers at 1e-2), from which the full model starts
+OFFICIAL_RECIPE = {"arch": "hara-r18", "scene_head": "official", "entropy": "official", "dampening": 0.9,
+                   "lr": 1e-4, "lr_patience": 10, "plateau": "ce+scene"}
+OFFICIAL_STAGE1 = {**{k: v for k, v in OFFICIAL_RECIPE.items() if k != "entropy"},
+                   "debias": "adv", "adv_lambda": 1.0, "warmup_epochs": 5, "warmup_lr": 1e-2}
+RECIPES = {"paper": {}, "official": OFFICIAL_RECIPE, "official-stage1": OFFICIAL_STAGE1}
+
+
 @dataclass
 class Config:
     shards: str                              # shard folder written by prep-shards
@@ -84,8 +95,10 @@ class Config:
     lr: PositiveFloat = 1e-3                 # learning rate for a global batch of 32 (scaled linearly)
     weight_decay: NonNegativeFloat = 1e-5    # the paper's
     lr_patience: NonNegativeInt = 5          # epochs without a better validation loss before lr /= 10
+    warmup_epochs: NonNegativeInt = 0        # the first N epochs train only the new layers: action fc, scene (and mask) head
+    warmup_lr: PositiveFloat = 1e-2          # their learning rate meanwhile (global batch 32, scaled; own plateau schedule)
     plateau: Literal["ce", "ce+scene"] = "ce"  # the validation loss watched: CE, or CE + scene loss (the official code)
-    recipe: Literal["paper", "official"] = "paper"  # official: every flag of OFFICIAL_RECIPE still at its default
+    recipe: Literal[tuple(RECIPES)] = "paper"  # official(-stage1): every flag of RECIPES[recipe] still at its default
     method: Literal[("sdn", *METHODS)] = "sdn"  # sdn (the paper), or a later method (train/methods/)
     debias: Literal["none", "adv", "ent", "adv,ent"] = "adv,ent"  # SDN's losses: none, or the paper's ablation
     schedule: Literal[SCHEDULES] = "alternate"  # alternate: two steps per iteration (the paper); joint: one
@@ -118,18 +131,13 @@ class Config:
     skip_bad_samples: bool = False           # leave damaged samples out (counted) instead of stopping at the first
 
 
-# what vt-vl-lab/SDN's full model runs with (README "Differences from the official code")
-OFFICIAL_RECIPE = {"arch": "hara-r18", "scene_head": "official", "entropy": "official", "dampening": 0.9,
-                   "lr": 1e-4, "lr_patience": 10, "plateau": "ce+scene"}
-
-
 def with_recipe(cfg: Config) -> Config:
-    """--recipe official: OFFICIAL_RECIPE's values for the flags still at their defaults (a flag
+    """--recipe official(-stage1): the recipe's values for the flags still at their defaults (a flag
     given with another value wins; one given with the default value cannot be told apart)."""
-    if cfg.recipe != "official":
-        return cfg
     defaults = {f.name: f.default for f in dataclasses.fields(Config)}
-    return dataclasses.replace(cfg, **{k: v for k, v in OFFICIAL_RECIPE.items() if getattr(cfg, k) == defaults[k]})
+    recipe = RECIPES[cfg.recipe]
+    return dataclasses.replace(cfg, **{k: v for k, v in recipe.items() if getattr(cfg, k) == defaults[k]}) \
+        if recipe else cfg
 
 
 def check(cfg: Config) -> None:
@@ -156,12 +164,22 @@ def check(cfg: Config) -> None:
     refuse("pretrain", problems)
 
 
+def make_optimizer(cfg: Config, params: list, lr: float) -> tuple:
+    """(optimizer, its plateau scheduler): SGD momentum 0.9 (the paper's) or AdamW."""
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, dampening=cfg.dampening, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
+
+
 def check_fits(cfg: Config, state: dict, path: Path, resuming: bool) -> None:
     """Refuse a checkpoint whose weights do not fit this run, before any data is read. --init
     needs the same network; a resumed run also the same optimizer and trainable parameters."""
     heads = ("scene_head",) if resuming or cfg.init_head else ()
-    keys = ("arch", "input", *heads, *(("optimizer", "freeze_backbone", "entropy") if resuming else ()))
-    theirs = lambda k: state["config"].get(k, "paper" if k in ("scene_head", "entropy") else None)  # older runs: paper
+    keys = ("arch", "input", *heads, *(("optimizer", "freeze_backbone", "entropy", "warmup_epochs") if resuming else ()))
+    older = {"scene_head": "paper", "entropy": "paper", "warmup_epochs": 0}  # runs from before these flags
+    theirs = lambda k: state["config"].get(k, older.get(k))
     differ = [k for k in keys if theirs(k) != getattr(cfg, k)]
     if differ:
         flags = lambda values: " ".join(f"--{k.replace('_', '-')} {values(k)}" for k in differ)
@@ -273,16 +291,18 @@ def run(cfg: Config) -> int:
         backbone = backbone.to(memory_format=torch.channels_last_3d)
     heads = [scene_head, *([mask_head] if mask_head is not None else [])]
     params = [p for m in (backbone, *heads) for p in m.parameters() if p.requires_grad]
-    if cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, dampening=cfg.dampening, weight_decay=cfg.weight_decay)
-    else:
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=cfg.lr_patience)
+    optimizer, scheduler = make_optimizer(cfg, params, lr)
+    # --warmup-epochs: the new layers alone, with an optimizer and plateau schedule of their own (the
+    # official code's first_optimizer); the backbone's BatchNorm statistics still follow the data
+    new_layers = [p for n, p in backbone.named_parameters() if n.startswith("fc.")] + \
+        [p for m in heads for p in m.parameters()]
+    warmup = make_optimizer(cfg, new_layers, cfg.warmup_lr * global_batch / 32) if cfg.warmup_epochs else None
+    phase = lambda at_epoch: warmup if warmup and at_epoch < cfg.warmup_epochs else (optimizer, scheduler)
     scaler = torch.amp.GradScaler(dist.device.type, enabled=precision == "fp16")
     step, epoch, start_batch, best_top1, metrics_bytes = 0, 0, 0, -1.0, 0
     if state is not None:
         step, epoch, start_batch, best_top1, metrics_bytes = checkpoint.resume(
-            state, ckpt_path, backbone, scene_head, optimizer, scheduler, scaler, mask_head)
+            state, ckpt_path, backbone, scene_head, optimizer, scheduler, scaler, mask_head, warmup)
         print0(f"resumed from {ckpt_path}: epoch {epoch}, batch {start_batch}, step {step}")
     net, head, masked_head = backbone, scene_head, mask_head  # what the training passes call: DDP-wrapped when distributed
     if cfg.compile:
@@ -299,6 +319,8 @@ def run(cfg: Config) -> int:
         if dist.main:
             checkpoint.save({"backbone": backbone.state_dict(), "scene_head": scene_head.state_dict(),
                              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                             **({"warmup_optimizer": warmup[0].state_dict(),
+                                 "warmup_scheduler": warmup[1].state_dict()} if warmup else {}),
                              "scaler": scaler.state_dict(), "rng": checkpoint.rng_state(), "step": step,
                              "epoch": at_epoch, "batch_in_epoch": at_batch, "best_top1": best_top1,
                              "metrics_bytes": log.position(),  # what a resumed run keeps of metrics.jsonl
@@ -329,6 +351,7 @@ def run(cfg: Config) -> int:
     with stop_on_signals() as stop, contextlib.closing(log), contextlib.closing(bar):
         while epoch < cfg.epochs and not finished:
             train_loader.set_epoch(epoch, start_batch)
+            train_step.optimizer, active_scheduler = phase(epoch)
             backbone.train(not cfg.freeze_backbone), scene_head.train()  # a probe keeps BatchNorm statistics fixed
             batch_in_epoch, wait, tick = start_batch, 0.0, time.perf_counter()
             for batch in train_loader:
@@ -350,7 +373,7 @@ def run(cfg: Config) -> int:
                 wait += fetched - tick
                 if step % cfg.log_every == 0 or step == total_steps:
                     elapsed = now - tick
-                    record = {**losses, "lr": optimizer.param_groups[0]["lr"], "epoch": epoch,
+                    record = {**losses, "lr": train_step.optimizer.param_groups[0]["lr"], "epoch": epoch,
                               "clips_per_s": global_batch / elapsed, "data_wait": (fetched - tick) / elapsed}
                     log.log("train", step, **record)
                     bar.set_postfix(ep=epoch, ce=f"{losses['ce']:.3f}", scene=f"{losses['scene']:.3f}",
@@ -377,7 +400,7 @@ def run(cfg: Config) -> int:
                 save(ckpt_path, epoch, 0)
                 continue
             val = validate(val_loader, backbone, scene_head, amp, dist.device, cfg.scene_labels == "hard")
-            scheduler.step(val["loss"] + (val["scene_loss"] if cfg.plateau == "ce+scene" else 0.0))
+            active_scheduler.step(val["loss"] + (val["scene_loss"] if cfg.plateau == "ce+scene" else 0.0))
             epoch, start_batch = epoch + 1, 0
             log.log("val", step, epoch=epoch, **val)
             print0(f"\nepoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in val.items()))
