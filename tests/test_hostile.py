@@ -413,6 +413,9 @@ NONSENSE = [  # (command, flags added to its base, a fragment of the one line it
     ("pretrain", "--val-every -1", "argument --val-every"),
     ("pretrain", "--lr-patience -1", "argument --lr-patience"),
     ("pretrain", "--warmup-epochs -1", "argument --warmup-epochs"),
+    ("pretrain", "--masked-batches other", "argument --masked-batches: choose from same, separate, not 'other'"),
+    ("pretrain", "--masked-batches separate --debias adv", "--masked-batches separate feeds SDN's entropy loss, which this "
+                                                           "run does not have (--method sdn --debias adv)"),
     ("pretrain", "--warmup-lr 0", "argument --warmup-lr"),
     ("pretrain", "--recipe official-stage2", "argument --recipe: choose from paper, official, official-stage1, not 'official-stage2'"),
     ("pretrain", "--no-such-flag 1", "unrecognized arguments: --no-such-flag 1"),

@@ -452,6 +452,49 @@ def test_warm_up_trains_the_new_layers_alone_then_everything_and_resumes_exactly
     assert all(torch.equal(whole["scene_head"][k], done["scene_head"][k]) for k in whole["scene_head"])
 
 
+def test_separate_masked_batches_are_the_filtered_videos_shuffled_on_their_own(tmp_path):
+    """The official full model (dataset kinetics_adv_msk; libs/train_epoch.py:276) reads the masked
+    clips from a second loader over the videos that pass the people filter, shuffled on its own and
+    zipped with the first: an epoch is as long as the shorter of the two."""
+    import dataclasses
+    import json
+
+    from conftest import CLASSES, SCENE_NAMES, make_sample
+    from shards import ShardWriter, add_split, new_manifest, write_manifest
+    from shards.loader import build_loader
+    from train import checkpoint
+    from train.pretrain import main as pretrain
+
+    shards, rng = tmp_path / "shards", np.random.default_rng(0)
+    manifest = new_manifest("tiny", CLASSES, SCENE_NAMES, "vp9", {"boxes": "drawn", "scene": "random"})
+    for split, n in (("train", 10), ("val", 2)):
+        with ShardWriter(shards, f"{split}-000000") as w:
+            for i in range(n):
+                sample = make_sample(f"{split}_{i}", rng, split)
+                w.write(dataclasses.replace(sample, boxes=[[]] * 8) if split == "train" and i % 5 in (1, 3) else sample)
+        add_split(manifest, split, [w.info()])
+    write_manifest(shards, manifest)
+
+    common = dict(backend="torch", batch_size=2, frames=8, size=32, device="cpu", num_threads=1)
+    plain, masked = build_loader(shards, "train", **common), build_loader(shards, "train", filtered_only=True, **common)
+    passing = np.flatnonzero(masked.index.mask_ok)
+    assert passing.tolist() == [0, 2, 4, 5, 7, 9]
+    assert [s for b in masked.batches() for s, _ in b] == passing[np.random.default_rng([0, 0, 1]).permutation(6)].tolist()
+    assert [s for b in plain.batches() for s, _ in b] == np.random.default_rng([0, 0]).permutation(10).tolist()
+    assert next(iter(masked))["mask_ok"].all()
+
+    args = ["--shards", str(shards), "--device", "cpu", "--loader", "torch", "--workers", "1", "--arch", "r3d18-w16",
+            "--frames", "8", "--size", "32", "--epochs", "1", "--val-every", "0", "--log-every", "1",
+            "--masked-batches", "separate"]
+    assert pretrain([*args, "--out", str(tmp_path / "run"), "--batch-size", "2"]) == 0
+    assert checkpoint.load(tmp_path / "run" / "checkpoint.pt")["step"] == 3  # 6 filtered videos in batches of 2, not 5
+    steps = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if '"lr"' in line]
+    assert len(steps) == 3 and all(s["entropy"] < 0 for s in steps)  # every masked batch holds usable clips
+    with pytest.raises(SystemExit, match="--masked-batches separate: 6 of 10 train videos pass the people filter, "
+                                         "too few for a batch of 8 per rank"):
+        pretrain([*args, "--out", str(tmp_path / "big"), "--batch-size", "8"])
+
+
 def test_confusion_adversary_trains_the_head_on_detached_features_and_the_features_towards_uniform():
     torch.manual_seed(0)
     head = SceneHead(8, layout="official")  # with BatchNorm: its statistics move once per step, not twice

@@ -69,9 +69,9 @@ INTERRUPTED = 128 + signal.SIGINT  # 130: the same after Ctrl-C
 # what vt-vl-lab/SDN's README commands run with (README "Differences from the official code"): the
 # full model, and its stage 1 (the scene adversary alone at alpha 1.0 after a 5-epoch warm-up of the
 # new layers at 1e-2), from which the full model starts
-OFFICIAL_RECIPE = {"arch": "hara-r18", "scene_head": "official", "entropy": "official", "dampening": 0.9,
-                   "lr": 1e-4, "lr_patience": 10, "plateau": "ce+scene"}
-OFFICIAL_STAGE1 = {**{k: v for k, v in OFFICIAL_RECIPE.items() if k != "entropy"},
+OFFICIAL_RECIPE = {"arch": "hara-r18", "scene_head": "official", "entropy": "official", "masked_batches": "separate",
+                   "dampening": 0.9, "lr": 1e-4, "lr_patience": 10, "plateau": "ce+scene"}
+OFFICIAL_STAGE1 = {**{k: v for k, v in OFFICIAL_RECIPE.items() if k not in ("entropy", "masked_batches")},
                    "debias": "adv", "adv_lambda": 1.0, "warmup_epochs": 5, "warmup_lr": 1e-2}
 RECIPES = {"paper": {}, "official": OFFICIAL_RECIPE, "official-stage1": OFFICIAL_STAGE1}
 
@@ -106,6 +106,7 @@ class Config:
     adversary: Literal[ADVERSARIES] = "reversal"  # reversal: the paper's; confusion: features trained to make the scene head uniform
     ent_weight: NonNegativeFloat = 1.0       # weight of the entropy loss
     entropy: Literal["paper", "official"] = "paper"  # official: on a head of its own behind a gradient reversal
+    masked_batches: Literal["same", "separate"] = "same"  # the entropy loss on the batch's masked copy, or on batches of its own (official)
     scene_labels: Literal["soft", "hard"] = "soft"  # soft: the averaged Places365 softmax; hard: its argmax
     scene_head: Literal[SCENE_HEADS] = "paper"  # paper: 4 Linear layers; official: BatchNorm1d after each hidden one
     mask_shape: Literal["box", "tube"] = "box"  # box: each frame's boxes (the paper); tube: the clip's union
@@ -151,6 +152,9 @@ def check(cfg: Config) -> None:
     if cfg.entropy == "official" and ("ent" not in cfg.debias or cfg.method != "sdn"):
         problems.append(f"--entropy official moves SDN's entropy loss, which this run does not have "
                         f"(--method {cfg.method} --debias {cfg.debias})")
+    if cfg.masked_batches != "same" and ("ent" not in cfg.debias or cfg.method != "sdn"):
+        problems.append(f"--masked-batches {cfg.masked_batches} feeds SDN's entropy loss, which this run does not have "
+                        f"(--method {cfg.method} --debias {cfg.debias})")
     if cfg.adversary != "reversal" and ("adv" not in cfg.debias or cfg.method != "sdn"):
         problems.append(f"--adversary {cfg.adversary} changes SDN's scene adversary, which this run does not have "
                         f"(--method {cfg.method} --debias {cfg.debias})")
@@ -177,8 +181,9 @@ def check_fits(cfg: Config, state: dict, path: Path, resuming: bool) -> None:
     """Refuse a checkpoint whose weights do not fit this run, before any data is read. --init
     needs the same network; a resumed run also the same optimizer and trainable parameters."""
     heads = ("scene_head",) if resuming or cfg.init_head else ()
-    keys = ("arch", "input", *heads, *(("optimizer", "freeze_backbone", "entropy", "warmup_epochs") if resuming else ()))
-    older = {"scene_head": "paper", "entropy": "paper", "warmup_epochs": 0}  # runs from before these flags
+    keys = ("arch", "input", *heads, *(("optimizer", "freeze_backbone", "entropy", "warmup_epochs", "masked_batches")
+                                       if resuming else ()))
+    older = {"scene_head": "paper", "entropy": "paper", "warmup_epochs": 0, "masked_batches": "same"}  # before these flags
     theirs = lambda k: state["config"].get(k, older.get(k))
     differ = [k for k in keys if theirs(k) != getattr(cfg, k)]
     if differ:
@@ -186,6 +191,15 @@ def check_fits(cfg: Config, state: dict, path: Path, resuming: bool) -> None:
         todo = "run the same command again, or use another --out" if resuming else "give this run the same flags"
         raise SystemExit(f"pretrain: {path} was trained with {flags(theirs)}, this run has "
                          f"{flags(lambda k: getattr(cfg, k))}: {todo}")
+
+
+def with_masked_batches(loader, masked_loader):
+    """The loader's batches; with a masked loader (--masked-batches separate), each with the masked
+    pass's inputs taken from that loader's batch instead (other videos, all passing the filter)."""
+    if masked_loader is None:
+        return iter(loader)
+    return ({**batch, **{k: other[k] for k in ("masked", "mask_ok", "has_human")}}
+            for batch, other in zip(loader, masked_loader))
 
 
 def make_writable(out: Path) -> None:
@@ -254,6 +268,18 @@ def run(cfg: Config) -> int:
     val_loader = build_loader(cfg.shards, cfg.val_split, batch_size=cfg.batch_size, train=False, **common) \
         if cfg.val_every else None
     steps_per_epoch = len(train_loader)  # a split too small for one batch per rank is refused here, before any output
+    kept, total = train_loader.mask_filter_kept
+    masked_loader = None
+    if cfg.masked_batches == "separate":  # the official code's second loader, zipped with the first: an epoch ends
+        masked_loader = build_loader(cfg.shards, cfg.train_split, batch_size=cfg.batch_size, train=True,  # with either
+                                     filtered_only=True, **common)
+        try:
+            steps_per_epoch = min(steps_per_epoch, len(masked_loader))
+        except ValueError:
+            raise SystemExit(f"pretrain: --masked-batches separate: {kept} of {total} {cfg.train_split} videos pass the "
+                             f"people filter, too few for a batch of {cfg.batch_size} per rank ({dist.world_size} "
+                             "rank(s)): use --masked-batches same or a smaller --batch-size") from None
+        train_loader.max_batches = masked_loader.max_batches = steps_per_epoch
     classes = train_loader.index.manifest["classes"]
     if state is not None and state["classes"] != classes:
         raise SystemExit(f"pretrain: {ckpt_path} was trained on other classes than {cfg.shards} {cfg.train_split} "
@@ -261,7 +287,6 @@ def run(cfg: Config) -> int:
     if init is not None and cfg.init_head and len(init["classes"]) != len(classes):
         raise SystemExit(f"pretrain: --init {cfg.init} has {len(init['classes'])} action classes, {cfg.train_split} "
                          f"{len(classes)}: add --no-init-head to start a new action head")
-    kept, total = train_loader.mask_filter_kept
     global_batch = cfg.batch_size * dist.world_size
     lr = cfg.lr * global_batch / 32
     resolved = {**dataclasses.asdict(cfg), "world_size": dist.world_size, "global_batch": global_batch,
@@ -351,10 +376,12 @@ def run(cfg: Config) -> int:
     with stop_on_signals() as stop, contextlib.closing(log), contextlib.closing(bar):
         while epoch < cfg.epochs and not finished:
             train_loader.set_epoch(epoch, start_batch)
+            if masked_loader is not None:
+                masked_loader.set_epoch(epoch, start_batch)
             train_step.optimizer, active_scheduler = phase(epoch)
             backbone.train(not cfg.freeze_backbone), scene_head.train()  # a probe keeps BatchNorm statistics fixed
             batch_in_epoch, wait, tick = start_batch, 0.0, time.perf_counter()
-            for batch in train_loader:
+            for batch in with_masked_batches(train_loader, masked_loader):
                 fetched = time.perf_counter()
                 losses = train_step(batch, step)
                 finite = all(math.isfinite(v) for v in losses.values())

@@ -31,6 +31,7 @@ class ClipLoader:
     def __init__(self, index: SplitIndex, cfg: LoaderConfig, decoder, device: torch.device):
         self.index, self.cfg, self.decoder, self.device = index, cfg, decoder, device
         self.epoch, self.start_batch = 0, 0
+        self.max_batches: int | None = None  # an epoch's cap: two loaders zipped end together (pretrain)
         self.skipped_clips: list[tuple[str, str]] = []  # (shard: key, why), with skip_bad: damage found reading a clip
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
@@ -41,9 +42,10 @@ class ClipLoader:
         c = self.cfg
         n = len(self.index)
         if c.train:
-            plan = epoch_batches(n, c.batch_size, seed=c.seed, epoch=self.epoch, rank=c.rank,
-                                 world_size=c.world_size)
-            return [[(int(s), 0) for s in b] for b in plan]
+            pool = np.flatnonzero(self.index.mask_ok) if c.filtered_only else np.arange(n)
+            plan = epoch_batches(len(pool), c.batch_size, seed=c.seed, epoch=self.epoch, rank=c.rank,
+                                 world_size=c.world_size, stream=int(c.filtered_only))
+            return [[(int(pool[s]), 0) for s in b] for b in plan][:self.max_batches]
         mine = [(int(s), k) for s in np.arange(c.rank, n, c.world_size) for k in range(c.clips)]
         return [mine[i:i + c.batch_size] for i in range(0, len(mine), c.batch_size)]
 
@@ -113,13 +115,16 @@ def build_loader(shards_dir, split: str, *, backend: str = "dali", batch_size: i
                  size: int = 112, stride: int = 1, train: bool = True, device: str = "cuda", seed: int = 0,
                  rank: int = 0, world_size: int = 1, num_threads: int = 4, clips: int = 1,
                  mask_threshold: float = 0.3, mask_dilate: float = 0.0, mask_shape: str = "box",
-                 mask_filter: MaskFilter = MaskFilter(), skip_bad: bool = False) -> ClipLoader:
+                 mask_filter: MaskFilter = MaskFilter(), skip_bad: bool = False,
+                 filtered_only: bool = False) -> ClipLoader:
     """Batches of one split for one rank; see the module docstring. `num_threads` is DALI's
     thread count or the torch backend's DataLoader worker count. A damaged sample stops the
     loader with a message naming its shard and key; skip_bad=True leaves it out instead and
-    counts it (`index.skipped` at start, `skipped_clips` for damage found reading a clip)."""
+    counts it (`index.skipped` at start, `skipped_clips` for damage found reading a clip).
+    filtered_only: training batches of the videos that pass `mask_filter` alone, shuffled
+    independently (the official code's second loader for the masked pass)."""
     cfg = LoaderConfig(batch_size, frames, size, stride, train, clips, seed, rank, world_size,
-                       mask_threshold, mask_dilate, mask_shape)
+                       mask_threshold, mask_dilate, mask_shape, filtered_only)
     if mask_shape not in ("box", "tube"):
         raise ValueError(f"mask_shape must be 'box' or 'tube', not {mask_shape!r}")
     if not 0 <= rank < world_size:

@@ -183,16 +183,18 @@ class SplitIndex:
         return {**self.__dict__, "_fds": {}}
 
 
-def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int, world_size: int) -> list[np.ndarray]:
+def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int, rank: int, world_size: int,
+                  stream: int = 0) -> list[np.ndarray]:
     """The sample ids this rank trains on in this epoch, as batches: one permutation of all
     samples from (seed, epoch), dealt round-robin to the ranks, each rank keeping the same whole
     number of batches (the rest is dropped this epoch and comes up in others), so DDP ranks step
-    together. (Evaluation reads every sample once, in file order: ClipLoader.batches.)
+    together. Another `stream` shuffles independently of stream 0 (the separate masked batches).
+    (Evaluation reads every sample once, in file order: ClipLoader.batches.)
     """
     per_rank = (n // world_size) // batch_size * batch_size
     if per_rank == 0:
         raise ValueError(f"{n} samples cannot give each of {world_size} rank(s) a batch of {batch_size}")
-    mine = np.random.default_rng([seed, epoch]).permutation(n)[rank::world_size][:per_rank]
+    mine = np.random.default_rng([seed, epoch, *([stream] if stream else [])]).permutation(n)[rank::world_size][:per_rank]
     return list(mine.reshape(-1, batch_size))
 
 
@@ -240,6 +242,7 @@ class LoaderConfig:
     mask_threshold: float = 0.3   # boxes with score >= this are masked
     mask_dilate: float = 0.0      # grow boxes by this fraction of their size per side
     mask_shape: str = "box"       # "box" (per frame) or "tube" (clip union)
+    filtered_only: bool = False   # train only: the videos passing the people filter, shuffled on their own
 
 
 def params_of(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip: int):
