@@ -244,8 +244,10 @@ class OfficialResNet18(nn.Module):
 
 @pytest.mark.slow
 def test_an_official_sdn_checkpoint_loads_as_hara_r18_with_its_scene_head(tmp_path):
+    from shards.loader.masking import CLIP_MEAN, CLIP_STD
     from train import checkpoint
     from train.evaluation.models import load_model
+    from train.model import ACTIVITYNET_MEAN
 
     torch.manual_seed(0)
     official = OfficialResNet18()
@@ -262,10 +264,11 @@ def test_an_official_sdn_checkpoint_loads_as_hara_r18_with_its_scene_head(tmp_pa
     torch.save({"epoch": 6, "arch": "resnet-18", "optimizer": optimizer.state_dict(),
                 "state_dict": {f"module.{k}": v for k, v in official.state_dict().items()}}, path)
     backbone, head, cfg = load_model(str(path), torch.device("cpu"))
-    assert (cfg["arch"], cfg["scene_head"], len(cfg["classes"])) == ("hara-r18", "official", 7)
+    assert (cfg["arch"], cfg["input"], cfg["scene_head"], len(cfg["classes"])) == ("hara-r18", "rgb255", "official", 7)
+    mean, std, activitynet = (torch.tensor(v).view(1, 3, 1, 1, 1) for v in (CLIP_MEAN, CLIP_STD, ACTIVITYNET_MEAN))
     with torch.no_grad():
-        logits, places = official(x)
-        ours, features = backbone(x, with_features=True)
+        logits, places = official(x)  # x: 0-255 minus the ActivityNet mean; ours reads the loader's clip of it
+        ours, features = backbone(((x + activitynet) / 255 - mean) / std, with_features=True)
         torch.testing.assert_close(ours, logits, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(head(features), places, rtol=1e-3, atol=1e-4)  # logits in the hundreds
 
@@ -278,6 +281,28 @@ def test_an_official_sdn_checkpoint_loads_as_hara_r18_with_its_scene_head(tmp_pa
                                                  **extra}}, bad)
         with pytest.raises(checkpoint.CheckpointError, match=message):
             checkpoint.load(bad)
+
+
+def test_rgb255_input_is_the_official_scaling_of_the_loader_clip():
+    """train.py:40-46 with opts.py's defaults (norm_value 1, mean_dataset activitynet, no std_norm):
+    ToTensor keeps 0-255 and Normalize subtracts libs/mean.py's ActivityNet mean, dividing by 1. Our
+    loader hands the clip normalised by the Kinetics mean/std; --input rgb255 maps it back exactly."""
+    from shards.loader.masking import CLIP_MEAN, CLIP_STD
+    from train.model import build_backbone
+
+    u8 = torch.randint(0, 256, (2, 3, 4, 16, 16), generator=torch.Generator().manual_seed(0)).float()
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1, 1) for v in (CLIP_MEAN, CLIP_STD))
+    ours = (u8 / 255 - mean) / std  # what the loaders give (torch backend: this formula; DALI: the same in one op)
+    official = u8 - torch.tensor([114.7748, 107.7354, 99.4750]).view(1, 3, 1, 1, 1)
+    torch.manual_seed(0)
+    net = build_backbone("hara-r18-w16", 5, "rgb255").eval()
+    seen = {}
+    net.stem.register_forward_pre_hook(lambda _module, args: seen.update(x=args[0]))
+    net(ours)
+    torch.testing.assert_close(seen["x"], official, rtol=0, atol=1e-4)
+    assert "rgb255_scale" not in net.state_dict()  # constants: the weights stay Hara's names and shapes
+    with pytest.raises(ValueError, match="input must be one of"):
+        build_backbone("r3d18", 5, "bgr")
 
 
 def test_pretrain_starts_from_a_hara_checkpoint(synth_shards, tmp_path):
@@ -295,7 +320,7 @@ def test_pretrain_starts_from_a_hara_checkpoint(synth_shards, tmp_path):
     assert pretrain(["--shards", str(synth_shards), "--out", str(out), "--device", "cpu", "--loader", "torch",
                      "--workers", "1", "--arch", "hara-r18-w16", "--frames", "8", "--size", "40", "--batch-size", "4",
                      "--max-steps", "1", "--val-every", "0", "--lr", "1e-12", "--optimizer", "adamw",
-                     "--init", str(tmp_path / "resnet-18-kinetics.pth"), "--no-init-head"]) == 0
+                     "--init", str(tmp_path / "resnet-18-kinetics.pth"), "--no-init-head", "--input", "rgb255"]) == 0
     trained = checkpoint.load(out / "checkpoint.pt")["backbone"]
     for k, v in hara.items():  # every backbone weight came from the file (a 1e-12 step leaves them;
         if not k.startswith("fc.") and "running_" not in k and v.is_floating_point():  # BatchNorm statistics move)
@@ -409,7 +434,7 @@ def test_official_stage_one_recipe_is_the_readme_command():
     # README "SDN model with scene adversarial loss only": --is_place_adv --alpha 1.0, no mask loss,
     # --new_layer_lr 1e-2 --learning_rate 1e-4 --warm_up_epochs 5; the full model's head, backbone, SGD
     assert {k: getattr(cfg, k) for k in OFFICIAL_STAGE1} == {
-        "arch": "hara-r18", "scene_head": "official", "dampening": 0.9, "lr": 1e-4, "lr_patience": 10,
+        "arch": "hara-r18", "input": "rgb255", "scene_head": "official", "dampening": 0.9, "lr": 1e-4, "lr_patience": 10,
         "plateau": "ce+scene", "debias": "adv", "adv_lambda": 1.0, "warmup_epochs": 5, "warmup_lr": 1e-2}
     assert cfg.entropy == "paper"
     check(cfg)  # no mask loss, so no --entropy official to refuse

@@ -7,7 +7,10 @@ widths (16, 32) are the same network for CPU runs. Features are the pooled conv5
 
 `input="rgbdiff"` feeds the stem the clip and its frame differences (6 channels, computed
 inside the model from the RGB clip): small 3D CNNs trained briefly from scratch pick up motion
-far sooner that way. Only `input="rgb"` exports to torchvision.
+far sooner that way. `input="rgb255"` feeds it the clip as the official code does (and Hara's
+Kinetics weights expect it): 0-255, minus the ActivityNet mean, not divided by a std; the
+loader's normalisation is undone inside the model, an exact affine map. Only `input="rgb"`
+exports to torchvision.
 """
 from __future__ import annotations
 
@@ -16,15 +19,24 @@ from torch import nn
 from torchvision.models.video.resnet import BasicBlock, Conv3DSimple
 
 from shards.format import NUM_SCENES
+from shards.loader.masking import CLIP_MEAN, CLIP_STD
+
+INPUTS = ("rgb", "rgbdiff", "rgb255")
+ACTIVITYNET_MEAN = (114.7748, 107.7354, 99.4750)  # vt-vl-lab/SDN libs/mean.py get_mean(1, "activitynet")
 
 
 class R3D18(nn.Module):
     def __init__(self, num_classes: int, width: int = 64, input: str = "rgb"):
         super().__init__()
-        if input not in ("rgb", "rgbdiff"):
-            raise ValueError(f"input must be 'rgb' or 'rgbdiff', not {input!r}")
+        if input not in INPUTS:
+            raise ValueError(f"input must be one of {INPUTS}, not {input!r}")
         self.input = input
-        self.stem = self._stem(3 if input == "rgb" else 6, width)
+        if input == "rgb255":  # x * scale + shift: the loader's (u8 / 255 - mean) / std back to u8, minus the mean
+            scale, shift = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1, 1) for v in
+                            ([255 * s for s in CLIP_STD], [255 * m - a for m, a in zip(CLIP_MEAN, ACTIVITYNET_MEAN)]))
+            self.register_buffer("rgb255_scale", scale, persistent=False)  # not in the state dict: constants
+            self.register_buffer("rgb255_shift", shift, persistent=False)
+        self.stem = self._stem(6 if input == "rgbdiff" else 3, width)
         self.inplanes = width
         self.layer1 = self._layer(width, stride=1)
         self.layer2 = self._layer(width * 2, stride=2)
@@ -56,11 +68,17 @@ class R3D18(nn.Module):
         self.inplanes = planes
         return nn.Sequential(*blocks)
 
+    def stem_input(self, x: torch.Tensor) -> torch.Tensor:
+        """The loader's clip (B, 3, T, H, W) as --input feeds it to the stem."""
+        if self.input == "rgbdiff":  # difference to the previous frame; zero for the first
+            return torch.cat([x, torch.diff(x, dim=2, prepend=x[:, :, :1])], dim=1)
+        if self.input == "rgb255":
+            return x * self.rgb255_scale + self.rgb255_shift
+        return x
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, 3, T, H, W) -> (B, 8 * width) pooled conv5 features."""
-        if self.input == "rgbdiff":  # difference to the previous frame; zero for the first
-            x = torch.cat([x, torch.diff(x, dim=2, prepend=x[:, :, :1])], dim=1)
-        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(self.stem_input(x))))))
         return self.avgpool(x).flatten(1)
 
     def forward(self, x: torch.Tensor, with_features: bool = False):

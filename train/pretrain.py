@@ -57,7 +57,7 @@ from shards.loader import build_loader, cores_per_process
 from train import checkpoint
 from train.distributed import all_sum, cleanup, print0, setup_distributed
 from train.metrics import MetricLog
-from train.model import ARCHS, SCENE_HEADS, MaskHead, SceneHead, build_backbone
+from train.model import ARCHS, INPUTS, SCENE_HEADS, MaskHead, SceneHead, build_backbone
 from train.methods import METHODS, build_method
 from train.scene_loss import scene_loss
 from train.step import ADVERSARIES, SCHEDULES, DebiasStep, Losses
@@ -69,8 +69,8 @@ INTERRUPTED = 128 + signal.SIGINT  # 130: the same after Ctrl-C
 # what vt-vl-lab/SDN's README commands run with (README "Differences from the official code"): the
 # full model, and its stage 1 (the scene adversary alone at alpha 1.0 after a 5-epoch warm-up of the
 # new layers at 1e-2), from which the full model starts
-OFFICIAL_RECIPE = {"arch": "hara-r18", "scene_head": "official", "entropy": "official", "masked_batches": "separate",
-                   "dampening": 0.9, "lr": 1e-4, "lr_patience": 10, "plateau": "ce+scene"}
+OFFICIAL_RECIPE = {"arch": "hara-r18", "input": "rgb255", "scene_head": "official", "entropy": "official",
+                   "masked_batches": "separate", "dampening": 0.9, "lr": 1e-4, "lr_patience": 10, "plateau": "ce+scene"}
 OFFICIAL_STAGE1 = {**{k: v for k, v in OFFICIAL_RECIPE.items() if k not in ("entropy", "masked_batches")},
                    "debias": "adv", "adv_lambda": 1.0, "warmup_epochs": 5, "warmup_lr": 1e-2}
 RECIPES = {"paper": {}, "official": OFFICIAL_RECIPE, "official-stage1": OFFICIAL_STAGE1}
@@ -83,7 +83,7 @@ class Config:
     train_split: str = "train"               # split to train on
     val_split: str = "val"                   # split validated on every epoch
     arch: Literal[tuple(ARCHS)] = "r3d18"    # the paper's r3d18, the narrow r3d18-w32 / -w16 for CPUs, or the official code's hara-r18
-    input: Literal["rgb", "rgbdiff"] = "rgb"  # rgbdiff: clip + frame differences (no torchvision export)
+    input: Literal[INPUTS] = "rgb"           # rgbdiff: clip + frame differences; rgb255: 0-255 minus the ActivityNet mean (official)
     frames: PositiveInt = 16                 # frames per clip
     size: PositiveInt = 112                  # crop side in pixels
     stride: PositiveInt = 1                  # frame step inside a clip

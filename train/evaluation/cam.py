@@ -28,10 +28,7 @@ from train.evaluation.models import load_model
 @torch.no_grad()
 def class_activation_maps(backbone, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """clips (B, 3, T, H, W) -> maps (B, H, W) in [0, 1] for the predicted classes, predictions (B,)."""
-    x = clips
-    if backbone.input == "rgbdiff":
-        x = torch.cat([x, torch.diff(x, dim=2, prepend=x[:, :, :1])], dim=1)
-    conv5 = backbone.layer4(backbone.layer3(backbone.layer2(backbone.layer1(backbone.stem(x)))))
+    conv5 = backbone.layer4(backbone.layer3(backbone.layer2(backbone.layer1(backbone.stem(backbone.stem_input(clips))))))
     pred = backbone.fc(conv5.mean(dim=(2, 3, 4))).argmax(1)
     maps = torch.einsum("bc,bcthw->bhw", backbone.fc.weight[pred], conv5) / conv5.shape[2]
     maps = F.interpolate(maps[:, None], size=clips.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
