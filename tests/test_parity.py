@@ -283,6 +283,45 @@ def test_an_official_sdn_checkpoint_loads_as_hara_r18_with_its_scene_head(tmp_pa
             checkpoint.load(bad)
 
 
+def official_loop_crop(n: int, size: int, begin: int) -> list[int]:
+    """libs/temporal_transforms.py TemporalRandomCrop / TemporalCenterCrop after the begin index is
+    drawn: the window of frame indices, then its indices again until the clip is full."""
+    out = list(range(n))[begin:begin + size]
+    for index in out:
+        if len(out) >= size:
+            break
+        out.append(index)
+    return out
+
+
+@pytest.mark.parametrize("n", [1, 3, 5, 15, 16, 40])
+def test_short_videos_loop_as_the_official_temporal_crops(n):
+    from shards.loader.sampling import clip_params
+
+    common = dict(height=40, width=40, frames=16, stride=1, size=32, seed=0, epoch=0)
+    train = clip_params(7, n, train=True, loop=True, **common)
+    assert train.frames.tolist() == official_loop_crop(n, 16, int(train.frames[0]))
+    centre = clip_params(7, n, train=False, loop=True, **common)  # TemporalCenterCrop: begin n//2 - 8, at least 0
+    assert centre.frames.tolist() == official_loop_crop(n, 16, max(0, n // 2 - 8))
+    if n < 16:  # without loop: the last frame repeats
+        assert clip_params(7, n, train=True, **common).frames.tolist() == [*range(n), *[n - 1] * (16 - n)]
+    strided = clip_params(7, 5, train=True, loop=True, **{**common, "stride": 2, "frames": 8})
+    assert strided.frames.tolist() == [0, 2, 4, 0, 2, 4, 0, 2]
+
+
+@pytest.mark.parametrize("backend", ["torch", "dali"])
+def test_a_looped_clip_shows_the_short_video_again_on_both_backends(tiny_shards, backend):
+    from shards.loader import build_loader
+
+    common = dict(backend=backend, batch_size=2, frames=12, size=32, device="cpu", num_threads=1, train=False)
+    looped = next(iter(build_loader(tiny_shards, "val", loop=True, **common)))["clip"]  # videos of 8 frames
+    padded = next(iter(build_loader(tiny_shards, "val", **common)))["clip"]
+    torch.testing.assert_close(looped[:, :, 8:], looped[:, :, :4], rtol=0, atol=0)
+    torch.testing.assert_close(looped[:, :, :8], padded[:, :, :8], rtol=0, atol=0)
+    assert all(torch.equal(padded[:, :, t], padded[:, :, 7]) for t in range(8, 12))
+    assert not torch.equal(looped[:, :, 0], looped[:, :, 7])
+
+
 def test_rgb255_input_is_the_official_scaling_of_the_loader_clip():
     """train.py:40-46 with opts.py's defaults (norm_value 1, mean_dataset activitynet, no std_norm):
     ToTensor keeps 0-255 and Normalize subtracts libs/mean.py's ActivityNet mean, dividing by 1. Our
@@ -434,8 +473,9 @@ def test_official_stage_one_recipe_is_the_readme_command():
     # README "SDN model with scene adversarial loss only": --is_place_adv --alpha 1.0, no mask loss,
     # --new_layer_lr 1e-2 --learning_rate 1e-4 --warm_up_epochs 5; the full model's head, backbone, SGD
     assert {k: getattr(cfg, k) for k in OFFICIAL_STAGE1} == {
-        "arch": "hara-r18", "input": "rgb255", "scene_head": "official", "dampening": 0.9, "lr": 1e-4, "lr_patience": 10,
-        "plateau": "ce+scene", "debias": "adv", "adv_lambda": 1.0, "warmup_epochs": 5, "warmup_lr": 1e-2}
+        "arch": "hara-r18", "input": "rgb255", "short_videos": "loop", "scene_head": "official", "dampening": 0.9,
+        "lr": 1e-4, "lr_patience": 10, "plateau": "ce+scene", "debias": "adv", "adv_lambda": 1.0, "warmup_epochs": 5,
+        "warmup_lr": 1e-2}
     assert cfg.entropy == "paper"
     check(cfg)  # no mask loss, so no --entropy official to refuse
 

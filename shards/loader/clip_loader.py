@@ -116,15 +116,16 @@ def build_loader(shards_dir, split: str, *, backend: str = "dali", batch_size: i
                  rank: int = 0, world_size: int = 1, num_threads: int = 4, clips: int = 1,
                  mask_threshold: float = 0.3, mask_dilate: float = 0.0, mask_shape: str = "box",
                  mask_filter: MaskFilter = MaskFilter(), skip_bad: bool = False,
-                 filtered_only: bool = False) -> ClipLoader:
+                 filtered_only: bool = False, loop: bool = False) -> ClipLoader:
     """Batches of one split for one rank; see the module docstring. `num_threads` is DALI's
     thread count or the torch backend's DataLoader worker count. A damaged sample stops the
     loader with a message naming its shard and key; skip_bad=True leaves it out instead and
     counts it (`index.skipped` at start, `skipped_clips` for damage found reading a clip).
     filtered_only: training batches of the videos that pass `mask_filter` alone, shuffled
-    independently (the official code's second loader for the masked pass)."""
+    independently (the official code's second loader for the masked pass). loop: videos shorter
+    than a clip loop instead of repeating their last frame."""
     cfg = LoaderConfig(batch_size, frames, size, stride, train, clips, seed, rank, world_size,
-                       mask_threshold, mask_dilate, mask_shape, filtered_only)
+                       mask_threshold, mask_dilate, mask_shape, filtered_only, loop)
     if mask_shape not in ("box", "tube"):
         raise ValueError(f"mask_shape must be 'box' or 'tube', not {mask_shape!r}")
     if not 0 <= rank < world_size:

@@ -207,13 +207,15 @@ class ClipParams:
 
 
 def clip_params(sample: int, total_frames: int, height: int, width: int, *, frames: int, stride: int,
-                size: int, seed: int, epoch: int, train: bool, clip: int = 0, clips: int = 1) -> ClipParams:
+                size: int, seed: int, epoch: int, train: bool, clip: int = 0, clips: int = 1,
+                loop: bool = False) -> ClipParams:
     """Frames, crop and flip of one clip of one sample.
 
     train: a random window, a random size x size crop, a flip half of the time, drawn from
     (seed, epoch, sample). eval: window `clip` of `clips` evenly spaced ones (the centred
     window when clips == 1), centre crop, no flip. A video shorter than the window repeats its
-    last frame.
+    last frame, or with `loop` its frames from the window's first again (the official code's
+    LoopPadding, libs/temporal_transforms.py).
     """
     span = (frames - 1) * stride + 1
     room = max(total_frames - span, 0)
@@ -225,7 +227,10 @@ def clip_params(sample: int, total_frames: int, height: int, width: int, *, fram
     else:
         start = room // 2 if clips == 1 else int(round(clip * room / (clips - 1)))
         y0, x0, flip = (height - size) // 2, (width - size) // 2, False
-    return ClipParams(np.minimum(start + np.arange(frames) * stride, total_frames - 1), y0, x0, flip)
+    steps = np.arange(frames)
+    if loop:
+        steps %= (total_frames - 1 - start) // stride + 1  # the frames the window holds
+    return ClipParams(np.minimum(start + steps * stride, total_frames - 1), y0, x0, flip)
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,7 @@ class LoaderConfig:
     mask_dilate: float = 0.0      # grow boxes by this fraction of their size per side
     mask_shape: str = "box"       # "box" (per frame) or "tube" (clip union)
     filtered_only: bool = False   # train only: the videos passing the people filter, shuffled on their own
+    loop: bool = False            # a video shorter than the clip loops (else its last frame repeats)
 
 
 def params_of(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip: int):
@@ -250,4 +256,4 @@ def params_of(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, cli
     meta = index.meta[sample]
     return clip_params(sample, int(index.frames[sample]), meta["height"], meta["width"], frames=cfg.frames,
                        stride=cfg.stride, size=cfg.size, seed=cfg.seed, epoch=epoch, train=cfg.train,
-                       clip=clip, clips=cfg.clips)
+                       clip=clip, clips=cfg.clips, loop=cfg.loop)

@@ -50,7 +50,8 @@ def video_outputs(backbone, shards, split, cfg, *, clips, device, loader, batch_
     label, scene label argmax, key."""
     ld = build_loader(shards, split, backend=loader, batch_size=batch_size, frames=cfg["frames"], size=cfg["size"],
                       stride=cfg["stride"], train=False, device=device.type, clips=clips, num_threads=workers,
-                      mask_shape=cfg["mask_shape"], mask_threshold=cfg["mask_threshold"])
+                      mask_shape=cfg["mask_shape"], mask_threshold=cfg["mask_threshold"],
+                      loop=cfg.get("short_videos") == "loop")  # as the run trained (older runs: no such flag)
     n = len(ld.index)
     probs = masked = feats = None
     counts = torch.zeros(n)
