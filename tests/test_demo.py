@@ -59,7 +59,7 @@ def test_demo_parity_rows_change_one_thing_each(tmp_path):
     changed = lambda name: {k for k in config[name] if config[name][k] != config["sgd_ours"][k]} - {"out"}
     assert changed("bn_head") == {"scene_head"} and changed("dampening") == {"dampening"}
     assert changed("confusion") == {"adversary"}
-    assert changed("official") == {"recipe", "arch", "short_videos", "scene_head", "entropy", "masked_batches",
-                                   "dampening", "lr_patience", "plateau"}
+    assert changed("official") == {"recipe", "arch", "short_videos", "crop", "scene_head", "entropy",
+                                   "masked_batches", "dampening", "lr_patience", "plateau"}
     report = (runs / "report.md").read_text()
     assert "| official (recipe official, arch hara-r18-w16) |" in report and "| sgd_ours (ours) |" in report

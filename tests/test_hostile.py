@@ -413,6 +413,7 @@ NONSENSE = [  # (command, flags added to its base, a fragment of the one line it
     ("pretrain", "--val-every -1", "argument --val-every"),
     ("pretrain", "--lr-patience -1", "argument --lr-patience"),
     ("pretrain", "--warmup-epochs -1", "argument --warmup-epochs"),
+    ("pretrain", "--crop centre", "argument --crop: choose from random, corner, not 'centre'"),
     ("pretrain", "--short-videos pad", "argument --short-videos: choose from last, loop, not 'pad'"),
     ("pretrain", "--masked-batches other", "argument --masked-batches: choose from same, separate, not 'other'"),
     ("pretrain", "--masked-batches separate --debias adv", "--masked-batches separate feeds SDN's entropy loss, which this "

@@ -322,6 +322,73 @@ def test_a_looped_clip_shows_the_short_video_again_on_both_backends(tiny_shards,
     assert not torch.equal(looped[:, :, 0], looped[:, :, 7])
 
 
+class OfficialMultiScaleCornerCrop:  # libs/spatial_transforms.py, with randomize_parameters' draw given
+    def __init__(self, scale, position, size):
+        self.scale, self.crop_position, self.size = scale, position, size
+
+    def __call__(self, img):
+        from PIL import Image
+
+        min_length = min(img.size[0], img.size[1])
+        crop_size = int(min_length * self.scale)
+        image_width, image_height = img.size
+        if self.crop_position == "c":
+            center_x, center_y, box_half = image_width // 2, image_height // 2, crop_size // 2
+            x1, y1, x2, y2 = center_x - box_half, center_y - box_half, center_x + box_half, center_y + box_half
+        elif self.crop_position == "tl":
+            x1, y1, x2, y2 = 0, 0, crop_size, crop_size
+        elif self.crop_position == "tr":
+            x1, y1, x2, y2 = image_width - crop_size, 0, image_width, crop_size
+        elif self.crop_position == "bl":
+            x1, y1, x2, y2 = 0, image_height - crop_size, crop_size, image_height
+        else:
+            x1, y1, x2, y2 = image_width - crop_size, image_height - crop_size, image_width, image_height
+        return img.crop((x1, y1, x2, y2)).resize((self.size, self.size), Image.BILINEAR)
+
+
+def test_corner_crop_is_the_official_multiscale_corner_crop():
+    from PIL import Image
+
+    from shards.loader.sampling import CORNER_POSITIONS, CORNER_SCALES, clip_params, corner_crop
+    from shards.loader.torch_decoder import resized
+
+    assert CORNER_SCALES == pytest.approx([1, 0.8408964, 0.7071068, 0.5946036, 0.5])  # opts.py: 0.84089641525 ** i
+    rng = np.random.default_rng(0)
+    frame = (rng.random((128, 171, 3)) * 255).astype(np.uint8)
+    frame[:, ::7] = 255  # edges, where resampling rules show
+    for scale in CORNER_SCALES:
+        for position in CORNER_POSITIONS:
+            theirs = np.asarray(OfficialMultiScaleCornerCrop(scale, position, 112)(Image.fromarray(frame)))
+            y0, x0, side = corner_crop(128, 171, scale, position)
+            ours = resized(torch.from_numpy(frame[None, y0:y0 + side, x0:x0 + side].copy()), 112)[0].numpy()
+            diff = np.abs(ours.astype(int) - theirs.astype(int))
+            assert diff.max() <= 1 and diff.mean() < 0.3, (scale, position, diff.max(), diff.mean())  # PIL rounds in fixed point
+    drawn = {(p.side, p.y0, p.x0) for p in (clip_params(s, 32, 128, 171, frames=8, stride=1, size=112, seed=0, epoch=0,
+                                                         train=True, crop="corner") for s in range(400))}
+    assert drawn == {(side, y0, x0) for y0, x0, side in (corner_crop(128, 171, s, p) for s in CORNER_SCALES
+                                                          for p in CORNER_POSITIONS)}  # all 25, and nothing else
+    centre = clip_params(0, 32, 128, 171, frames=8, stride=1, size=112, seed=0, epoch=0, train=False, crop="corner")
+    assert (centre.side, centre.y0, centre.x0) == (128, 0, 21)  # Scale(112) + CenterCrop(112): the short side, centred
+
+
+def test_corner_crop_masks_what_the_box_covers_in_the_resized_crop(tiny_shards):
+    from shards.loader import build_loader
+    from shards.loader.masking import box_rects
+
+    rows = np.array([[0, 10 / 160, 20 / 128, 50 / 160, 41 / 128, 0.9]], np.float32)  # pixels x 10-50, y 20-41
+    # a 64 crop at (16, 8) resized to 32: halved, y 2-12.5 and x 1-21 of the crop, grown to whole pixels
+    assert box_rects(rows, np.array([0]), 128, 160, 16, 8, 32, side=64).tolist() == [[[2, 13, 1, 21]]]
+    assert box_rects(rows, np.array([0]), 128, 160, 16, 8, 32).tolist() == [[[4, 25, 2, 32]]]  # no resize: clipped
+
+    common = dict(batch_size=2, frames=8, size=24, device="cpu", num_threads=1, crop="corner")
+    for train in (True, False):
+        torch_batch, dali_batch = (next(iter(build_loader(tiny_shards, "train", backend=b, train=train, **common)))
+                                   for b in ("torch", "dali"))
+        levels = (torch_batch["clip"] - dali_batch["clip"]).abs() * 0.23 * 255  # the two resizers: within 3 levels
+        assert levels.max() < 3 and levels.mean() < 0.2
+        assert torch.equal(torch_batch["human"], dali_batch["human"])
+
+
 def test_rgb255_input_is_the_official_scaling_of_the_loader_clip():
     """train.py:40-46 with opts.py's defaults (norm_value 1, mean_dataset activitynet, no std_norm):
     ToTensor keeps 0-255 and Normalize subtracts libs/mean.py's ActivityNet mean, dividing by 1. Our
@@ -473,7 +540,8 @@ def test_official_stage_one_recipe_is_the_readme_command():
     # README "SDN model with scene adversarial loss only": --is_place_adv --alpha 1.0, no mask loss,
     # --new_layer_lr 1e-2 --learning_rate 1e-4 --warm_up_epochs 5; the full model's head, backbone, SGD
     assert {k: getattr(cfg, k) for k in OFFICIAL_STAGE1} == {
-        "arch": "hara-r18", "input": "rgb255", "short_videos": "loop", "scene_head": "official", "dampening": 0.9,
+        "arch": "hara-r18", "input": "rgb255", "short_videos": "loop", "crop": "corner", "scene_head": "official",
+        "dampening": 0.9,
         "lr": 1e-4, "lr_patience": 10, "plateau": "ce+scene", "debias": "adv", "adv_lambda": 1.0, "warmup_epochs": 5,
         "warmup_lr": 1e-2}
     assert cfg.entropy == "paper"

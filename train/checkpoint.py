@@ -84,7 +84,7 @@ def from_official(state: dict, path: Path) -> dict:
     """A checkpoint of Hara et al.'s 3D-ResNets or of vt-vl-lab/SDN (`torch.save({"epoch", "arch",
     "state_dict", "optimizer"})`, names prefixed "module." by DataParallel), read as safely as ours,
     as one of ours: the backbone as --arch hara-r18 (its width from conv1) taking --input rgb255
-    and --short-videos loop (how they were trained), SDN's scene adversary `place_mlp` as --scene-head official when it
+    --short-videos loop --crop corner (how they were trained), SDN's scene adversary `place_mlp` as --scene-head official when it
     has three hidden blocks, classes named "class i" (the files name none). Their optimizer state is
     left: a run starts from these weights (--init)."""
     weights = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
@@ -108,8 +108,9 @@ def from_official(state: dict, path: Path) -> dict:
                 head |= {f"mlp.{at}.{k.split('.', 3)[3]}": v for k, v in weights.items()
                          if k.startswith(f"place_mlp.{i}.{part}.")}
         head |= {f"mlp.9.{k.rsplit('.', 1)[1]}": v for k, v in weights.items() if k.startswith("place_mlp.p_last_fc.")}
-    config = {"arch": widths[width], "input": "rgb255", "short_videos": "loop", "frames": 16, "size": 112, "stride": 1, "mask_shape": "box",
-              "mask_threshold": 0.3, "scene_head": "official" if head else "paper", "source": "official"}
+    config = {"arch": widths[width], "input": "rgb255", "short_videos": "loop", "crop": "corner", "frames": 16, "size": 112,
+              "stride": 1, "mask_shape": "box", "mask_threshold": 0.3, "scene_head": "official" if head else "paper",
+              "source": "official"}
     return {"format": FORMAT, "version": VERSION, "backbone": backbone, "scene_head": head, "config": config,
             "classes": [f"class {i}" for i in range(len(weights["fc.bias"]))], "step": int(state.get("epoch", 0))}
 

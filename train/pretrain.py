@@ -54,6 +54,7 @@ from tqdm import tqdm
 from shards.cli import (Fraction, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, config_problems,
                         entry_point, parse_config, refuse)
 from shards.loader import build_loader, cores_per_process
+from shards.loader.sampling import CROPS
 from train import checkpoint
 from train.distributed import all_sum, cleanup, print0, setup_distributed
 from train.metrics import MetricLog
@@ -69,9 +70,9 @@ INTERRUPTED = 128 + signal.SIGINT  # 130: the same after Ctrl-C
 # what vt-vl-lab/SDN's README commands run with (README "Differences from the official code"): the
 # full model, and its stage 1 (the scene adversary alone at alpha 1.0 after a 5-epoch warm-up of the
 # new layers at 1e-2), from which the full model starts
-OFFICIAL_RECIPE = {"arch": "hara-r18", "input": "rgb255", "short_videos": "loop", "scene_head": "official",
-                   "entropy": "official", "masked_batches": "separate", "dampening": 0.9, "lr": 1e-4, "lr_patience": 10,
-                   "plateau": "ce+scene"}
+OFFICIAL_RECIPE = {"arch": "hara-r18", "input": "rgb255", "short_videos": "loop", "crop": "corner",
+                   "scene_head": "official", "entropy": "official", "masked_batches": "separate", "dampening": 0.9,
+                   "lr": 1e-4, "lr_patience": 10, "plateau": "ce+scene"}
 OFFICIAL_STAGE1 = {**{k: v for k, v in OFFICIAL_RECIPE.items() if k not in ("entropy", "masked_batches")},
                    "debias": "adv", "adv_lambda": 1.0, "warmup_epochs": 5, "warmup_lr": 1e-2}
 RECIPES = {"paper": {}, "official": OFFICIAL_RECIPE, "official-stage1": OFFICIAL_STAGE1}
@@ -89,6 +90,7 @@ class Config:
     size: PositiveInt = 112                  # crop side in pixels
     stride: PositiveInt = 1                  # frame step inside a clip
     short_videos: Literal["last", "loop"] = "last"  # a video shorter than a clip: its last frame repeated, or looped (official)
+    crop: Literal[CROPS] = "random"          # random: a size crop of the stored frames; corner: the official multiscale corner crop, resized
     batch_size: PositiveInt = 32             # clips per process and iteration
     epochs: PositiveInt = 100                # passes over the training split
     max_steps: NonNegativeInt = 0            # stop after this many iterations in all (0: run the epochs)
@@ -265,7 +267,7 @@ def run(cfg: Config) -> int:
     common = dict(backend=cfg.loader, frames=cfg.frames, size=cfg.size, stride=cfg.stride, device=dist.device.type,
                   seed=cfg.seed, rank=dist.rank, world_size=dist.world_size, num_threads=cfg.workers,
                   mask_shape=cfg.mask_shape, mask_threshold=cfg.mask_threshold, skip_bad=cfg.skip_bad_samples,
-                  loop=cfg.short_videos == "loop")
+                  loop=cfg.short_videos == "loop", crop=cfg.crop)
     train_loader = build_loader(cfg.shards, cfg.train_split, batch_size=cfg.batch_size, train=True, **common)
     # the val split need not exist when nothing validates (a caller that evaluates afterwards)
     val_loader = build_loader(cfg.shards, cfg.val_split, batch_size=cfg.batch_size, train=False, **common) \

@@ -20,7 +20,7 @@ import torch
 
 from ..format import ShardFormatError
 from .masking import box_rects, human_pixels, masked_copy, pad_rects
-from .sampling import LoaderConfig, MaskFilter, SplitIndex, epoch_batches, params_of
+from .sampling import CROPS, LoaderConfig, MaskFilter, SplitIndex, epoch_batches, params_of
 from .torch_decoder import TorchDecoder
 
 
@@ -107,7 +107,8 @@ def describe(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip
     meta = index.meta[sample]
     params = params_of(index, cfg, epoch, sample, clip)
     rects = box_rects(index.boxes[sample], params.frames, meta["height"], meta["width"], params.y0, params.x0,
-                      cfg.size, threshold=cfg.mask_threshold, dilate=cfg.mask_dilate, shape=cfg.mask_shape)
+                      cfg.size, threshold=cfg.mask_threshold, dilate=cfg.mask_dilate, shape=cfg.mask_shape,
+                      side=params.side)
     return {"params": params, "rects": rects}
 
 
@@ -116,16 +117,19 @@ def build_loader(shards_dir, split: str, *, backend: str = "dali", batch_size: i
                  rank: int = 0, world_size: int = 1, num_threads: int = 4, clips: int = 1,
                  mask_threshold: float = 0.3, mask_dilate: float = 0.0, mask_shape: str = "box",
                  mask_filter: MaskFilter = MaskFilter(), skip_bad: bool = False,
-                 filtered_only: bool = False, loop: bool = False) -> ClipLoader:
+                 filtered_only: bool = False, loop: bool = False, crop: str = "random") -> ClipLoader:
     """Batches of one split for one rank; see the module docstring. `num_threads` is DALI's
     thread count or the torch backend's DataLoader worker count. A damaged sample stops the
     loader with a message naming its shard and key; skip_bad=True leaves it out instead and
     counts it (`index.skipped` at start, `skipped_clips` for damage found reading a clip).
     filtered_only: training batches of the videos that pass `mask_filter` alone, shuffled
     independently (the official code's second loader for the masked pass). loop: videos shorter
-    than a clip loop instead of repeating their last frame."""
+    than a clip loop instead of repeating their last frame. crop "corner": the official multiscale
+    corner crop resized to size (evaluation: the centred short side), sampling.py clip_params."""
     cfg = LoaderConfig(batch_size, frames, size, stride, train, clips, seed, rank, world_size,
-                       mask_threshold, mask_dilate, mask_shape, filtered_only, loop)
+                       mask_threshold, mask_dilate, mask_shape, filtered_only, loop, crop)
+    if crop not in CROPS:
+        raise ValueError(f"crop must be one of {CROPS}, not {crop!r}")
     if mask_shape not in ("box", "tube"):
         raise ValueError(f"mask_shape must be 'box' or 'tube', not {mask_shape!r}")
     if not 0 <= rank < world_size:

@@ -35,26 +35,30 @@ class DaliDecoder:
         if info.iteration >= len(self._plan):
             raise StopIteration
         index, cfg, epoch = self._job
-        videos, frames, starts, flips = [], [], [], []
+        videos, frames, starts, sides, flips = [], [], [], [], []
         for sample, clip in self._plan[info.iteration]:
             p = params_of(index, cfg, epoch, sample, clip)
             stream, wanted = index.clip_stream(sample, p.frames)
             videos.append(np.frombuffer(stream, np.uint8))
             frames.append(wanted.astype(np.int32))
             starts.append(np.array([p.y0, p.x0], np.int32))
+            sides.append(np.array([p.side or cfg.size] * 2, np.int32))
             flips.append(np.array(p.flip, np.int32))
-        return videos, frames, starts, flips
+        return videos, frames, starts, sides, flips
 
     def _pipeline(self):
         gpu = self.device.type == "cuda"
+        resize = self._job[1].crop != "random"
 
         @pipeline_def(batch_size=self.batch_size, num_threads=self.num_threads, prefetch_queue_depth=2,
                       device_id=(self.device.index or 0) if gpu else None, exec_dynamic=True)
         def pipe():
-            video, frames, start, flip = fn.external_source(source=self._source, num_outputs=4, batch=True,
-                                                            batch_info=True, dtype=[types.UINT8] + [types.INT32] * 3)
+            video, frames, start, side, flip = fn.external_source(source=self._source, num_outputs=5, batch=True,
+                                                                  batch_info=True, dtype=[types.UINT8] + [types.INT32] * 4)
             decoded = fn.decoders.video(video, device="mixed" if gpu else "cpu", frames=frames)
-            crop = fn.slice(decoded, start, [self.size, self.size], axis_names="HW")
+            crop = fn.slice(decoded, start, side, axis_names="HW")
+            if resize:  # crop "corner": the crop resized as torch_decoder.py resized does it
+                crop = fn.resize(crop, size=[self.size, self.size], interp_type=types.INTERP_LINEAR, antialias=True)
             clip = fn.crop_mirror_normalize(crop, mirror=flip, mean=[255 * m for m in CLIP_MEAN], std=[255 * s for s in CLIP_STD],
                                             output_layout="CFHW", dtype=types.FLOAT)
             means = fn.reductions.mean(decoded, axis_names="HW", dtype=types.FLOAT)

@@ -23,10 +23,12 @@ CLIP_STD = (0.22803, 0.22145, 0.216989)
 
 
 def box_rects(rows: np.ndarray, frames: np.ndarray, height: int, width: int, y0: int, x0: int, size: int,
-              *, threshold: float = 0.3, dilate: float = 0.0, shape: str = "box") -> np.ndarray:
+              *, threshold: float = 0.3, dilate: float = 0.0, shape: str = "box", side: int | None = None) -> np.ndarray:
     """Boxes (rows [frame, x1, y1, x2, y2, score], normalised, ordered by frame) -> int (T, K, 4)
     [r0, r1, c0, c1] pixel rectangles in the size x size crop at (y0, x0), for the clip's frames;
     empty rectangles pad K. `dilate` grows each box by that fraction of its width/height per side.
+    With `side` (a side x side crop resized to size, crop "corner"), a rectangle holds every output
+    pixel that the box overlaps: masking then fills the resized crop, not the frame before it.
 
     The rows of the clip's frames are found by binary search and converted in one pass (float32,
     as the format's rule is written), so the cost does not grow with the length of the video."""
@@ -44,8 +46,13 @@ def box_rects(rows: np.ndarray, frames: np.ndarray, height: int, width: int, y0:
     zero, one, eps = np.float32(0), np.float32(1), np.float32(EPS)
     x1, x2 = np.maximum(zero, x1 - dx), np.minimum(one, x2 + dx)
     y1, y2 = np.maximum(zero, y1 - dy), np.minimum(one, y2 + dy)
-    r = np.stack([np.floor(y1 * np.float32(height) + eps) - y0, np.ceil(y2 * np.float32(height) - eps) - y0,
-                  np.floor(x1 * np.float32(width) + eps) - x0, np.ceil(x2 * np.float32(width) - eps) - x0], 1)
+    if side is None or side == size:
+        r = np.stack([np.floor(y1 * np.float32(height) + eps) - y0, np.ceil(y2 * np.float32(height) - eps) - y0,
+                      np.floor(x1 * np.float32(width) + eps) - x0, np.ceil(x2 * np.float32(width) - eps) - x0], 1)
+    else:
+        k = np.float32(size / side)
+        r = np.stack([np.floor((y1 * np.float32(height) - y0) * k + eps), np.ceil((y2 * np.float32(height) - y0) * k - eps),
+                      np.floor((x1 * np.float32(width) - x0) * k + eps), np.ceil((x2 * np.float32(width) - x0) * k - eps)], 1)
     r = np.clip(r, 0, size).astype(np.int32)
     nonempty = (r[:, 0] < r[:, 1]) & (r[:, 2] < r[:, 3])
     t, r = t[nonempty], r[nonempty]

@@ -204,33 +204,61 @@ class ClipParams:
     y0: int              # crop offset in the stored frame
     x0: int
     flip: bool
+    side: int | None = None  # a side x side crop resized to the clip's size (crop "corner"); None: size, no resize
+
+
+# the official multiscale corner crop (libs/opts.py --initial_scale 1 --n_scales 5 --scale_step 0.84089641525;
+# libs/spatial_transforms.py MultiScaleCornerCrop): a scale of the short side, a corner or the centre
+CORNER_SCALES = tuple(0.84089641525 ** i for i in range(5))
+CORNER_POSITIONS = ("c", "tl", "tr", "bl", "br")
+CROPS = ("random", "corner")
+
+
+def corner_crop(height: int, width: int, scale: float, position: str) -> tuple[int, int, int]:
+    """(y0, x0, side) of MultiScaleCornerCrop as the official code computes it (its centre box
+    spans 2 * (side // 2), one pixel less than the side when that is odd)."""
+    side = int(min(height, width) * scale)
+    if position == "c":
+        half = side // 2
+        return height // 2 - half, width // 2 - half, 2 * half
+    y0 = 0 if position in ("tl", "tr") else height - side
+    x0 = 0 if position in ("tl", "bl") else width - side
+    return y0, x0, side
 
 
 def clip_params(sample: int, total_frames: int, height: int, width: int, *, frames: int, stride: int,
                 size: int, seed: int, epoch: int, train: bool, clip: int = 0, clips: int = 1,
-                loop: bool = False) -> ClipParams:
+                loop: bool = False, crop: str = "random") -> ClipParams:
     """Frames, crop and flip of one clip of one sample.
 
     train: a random window, a random size x size crop, a flip half of the time, drawn from
     (seed, epoch, sample). eval: window `clip` of `clips` evenly spaced ones (the centred
     window when clips == 1), centre crop, no flip. A video shorter than the window repeats its
     last frame, or with `loop` its frames from the window's first again (the official code's
-    LoopPadding, libs/temporal_transforms.py).
+    LoopPadding, libs/temporal_transforms.py). crop "corner" (the official code): in training the
+    multiscale corner crop (`corner_crop`), in evaluation the centred square of the short side
+    (its Scale + CenterCrop), each resized to size x size by the loader.
     """
     span = (frames - 1) * stride + 1
     room = max(total_frames - span, 0)
+    side = None
     if train:
         rng = np.random.default_rng([seed, epoch, sample])
         start = int(rng.integers(0, room + 1))
-        y0, x0 = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+        if crop == "corner":
+            y0, x0, side = corner_crop(height, width, CORNER_SCALES[int(rng.integers(len(CORNER_SCALES)))],
+                                       CORNER_POSITIONS[int(rng.integers(len(CORNER_POSITIONS)))])
+        else:
+            y0, x0 = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
         flip = bool(rng.random() < 0.5)
     else:
         start = room // 2 if clips == 1 else int(round(clip * room / (clips - 1)))
-        y0, x0, flip = (height - size) // 2, (width - size) // 2, False
+        side = min(height, width) if crop == "corner" else None
+        y0, x0, flip = (height - (side or size)) // 2, (width - (side or size)) // 2, False
     steps = np.arange(frames)
     if loop:
         steps %= (total_frames - 1 - start) // stride + 1  # the frames the window holds
-    return ClipParams(np.minimum(start + steps * stride, total_frames - 1), y0, x0, flip)
+    return ClipParams(np.minimum(start + steps * stride, total_frames - 1), y0, x0, flip, side)
 
 
 @dataclass(frozen=True)
@@ -249,6 +277,7 @@ class LoaderConfig:
     mask_shape: str = "box"       # "box" (per frame) or "tube" (clip union)
     filtered_only: bool = False   # train only: the videos passing the people filter, shuffled on their own
     loop: bool = False            # a video shorter than the clip loops (else its last frame repeats)
+    crop: str = "random"          # one of CROPS: a size crop of the stored frames, or the official corner crop resized
 
 
 def params_of(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, clip: int):
@@ -256,4 +285,4 @@ def params_of(index: SplitIndex, cfg: LoaderConfig, epoch: int, sample: int, cli
     meta = index.meta[sample]
     return clip_params(sample, int(index.frames[sample]), meta["height"], meta["width"], frames=cfg.frames,
                        stride=cfg.stride, size=cfg.size, seed=cfg.seed, epoch=epoch, train=cfg.train,
-                       clip=clip, clips=cfg.clips, loop=cfg.loop)
+                       clip=clip, clips=cfg.clips, loop=cfg.loop, crop=cfg.crop)

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from ..format import ShardFormatError
@@ -38,8 +39,17 @@ class _DecodeDataset(Dataset):
             message = str(err) if str(err).startswith(self.index.where(sample)) else f"{self.index.where(sample)}: {err}"
             return DecodeFailure(message), None
         means = frames.reshape(len(frames), -1, 3).mean(axis=1, dtype=np.float64).astype(np.float32)
-        crop = frames[:, p.y0:p.y0 + self.cfg.size, p.x0:p.x0 + self.cfg.size]
-        return torch.from_numpy(np.ascontiguousarray(crop)), torch.from_numpy(means)
+        side = p.side or self.cfg.size
+        crop = torch.from_numpy(np.ascontiguousarray(frames[:, p.y0:p.y0 + side, p.x0:p.x0 + side]))
+        return (resized(crop, self.cfg.size) if side != self.cfg.size else crop), torch.from_numpy(means)
+
+
+def resized(crop: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (T, s, s, 3) -> (T, size, size, 3): bilinear with antialiasing, as PIL's resize in the
+    official code (and DALI's linear resize with antialias here) does it."""
+    x = crop.permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 class DecodeFailure(str):

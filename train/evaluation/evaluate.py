@@ -51,7 +51,7 @@ def video_outputs(backbone, shards, split, cfg, *, clips, device, loader, batch_
     ld = build_loader(shards, split, backend=loader, batch_size=batch_size, frames=cfg["frames"], size=cfg["size"],
                       stride=cfg["stride"], train=False, device=device.type, clips=clips, num_threads=workers,
                       mask_shape=cfg["mask_shape"], mask_threshold=cfg["mask_threshold"],
-                      loop=cfg.get("short_videos") == "loop")  # as the run trained (older runs: no such flag)
+                      loop=cfg.get("short_videos") == "loop", crop=cfg.get("crop", "random"))  # as the run trained
     n = len(ld.index)
     probs = masked = feats = None
     counts = torch.zeros(n)

@@ -75,7 +75,7 @@ def suite_loader(shards, split: str, cfg: dict, *, clips: int, batch_size: int, 
     return build_loader(shards, split, backend=loader, batch_size=3 * max(1, batch_size // 3), frames=cfg["frames"],
                         size=cfg["size"], stride=cfg["stride"], train=False, device=device, clips=clips,
                         num_threads=workers, mask_shape=cfg["mask_shape"], mask_threshold=cfg["mask_threshold"],
-                        loop=cfg.get("short_videos") == "loop")
+                        loop=cfg.get("short_videos") == "loop", crop=cfg.get("crop", "random"))
 
 
 def fraction(hits: torch.Tensor, keep: torch.Tensor | None = None) -> float | None:
