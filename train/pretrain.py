@@ -275,8 +275,8 @@ def run(cfg: Config) -> int:
     steps_per_epoch = len(train_loader)  # a split too small for one batch per rank is refused here, before any output
     kept, total = train_loader.mask_filter_kept
     masked_loader = None
-    if cfg.masked_batches == "separate":  # the official code's second loader, zipped with the first: an epoch ends
-        masked_loader = build_loader(cfg.shards, cfg.train_split, batch_size=cfg.batch_size, train=True,  # with either
+    if cfg.masked_batches == "separate":  # the official code's second loader, zipped: an epoch ends with the shorter
+        masked_loader = build_loader(cfg.shards, cfg.train_split, batch_size=cfg.batch_size, train=True,
                                      filtered_only=True, **common)
         try:
             steps_per_epoch = min(steps_per_epoch, len(masked_loader))
