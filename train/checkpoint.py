@@ -84,9 +84,9 @@ def from_official(state: dict, path: Path) -> dict:
     """A checkpoint of Hara et al.'s 3D-ResNets or of vt-vl-lab/SDN (`torch.save({"epoch", "arch",
     "state_dict", "optimizer"})`, names prefixed "module." by DataParallel), read as safely as ours,
     as one of ours: the backbone as --arch hara-r18 (its width from conv1) taking --input rgb255
-    --short-videos loop --crop corner (how they were trained), SDN's scene adversary `place_mlp` as --scene-head official when it
-    has three hidden blocks, classes named "class i" (the files name none). Their optimizer state is
-    left: a run starts from these weights (--init)."""
+    --short-videos loop --crop corner (how they were trained), SDN's scene adversary `place_mlp` as
+    --scene-head official when it has three hidden blocks, classes named "class i" (the files name
+    none). Their optimizer state is left: a run starts from these weights (--init)."""
     weights = {k.removeprefix("module."): v for k, v in state["state_dict"].items()}
     if not str(state.get("arch", "")).startswith("resnet-18") or "conv1.weight" not in weights:
         raise CheckpointError(f"{path} is a {state.get('arch', 'model')!r} checkpoint of the 3D-ResNets code; "

@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from shards.cli import PositiveInt, config_problems, entry_point, integer, parse_config, refuse
 from shards.loader import build_loader
 from shards.loader.preview import to_uint8
-from train.evaluation.models import load_model
+from train.evaluation.models import clip_settings, load_model
 
 
 @torch.no_grad()
@@ -67,8 +67,8 @@ def run(a: CamConfig) -> int:
     names = a.name or [Path(c).parent.name for c in a.checkpoint]
     models = [load_model(c, torch.device("cpu")) for c in a.checkpoint]
     cfg = models[0][2]
-    loader = build_loader(a.shards, a.split, backend="torch", batch_size=a.n, frames=cfg["frames"], size=cfg["size"],
-                          stride=cfg["stride"], train=False, device="cpu", num_threads=1)
+    loader = build_loader(a.shards, a.split, backend="torch", batch_size=a.n, train=False, device="cpu", num_threads=1,
+                          **clip_settings(cfg))
     batch = next(iter(loader))
     classes = loader.index.manifest["classes"]
     centre = [to_uint8(c)[c.shape[1] // 2] for c in batch["clip"]]

@@ -39,7 +39,7 @@ from shards.loader import build_loader
 from shards.loader import SplitIndex
 from train.distributed import visible_device
 from train.evaluation.linear_probe import accuracy, fit_linear
-from train.evaluation.models import load_model, model_labels
+from train.evaluation.models import clip_settings, load_model, model_labels
 from train.evaluation.ooc_suite import ooc_suite
 
 
@@ -48,10 +48,8 @@ def video_outputs(backbone, shards, split, cfg, *, clips, device, loader, batch_
     """Per video (in split order): mean softmax over its clips, the same on masked clips
     (uniform with masked_pass=False, which halves the work of fitting a probe), mean features,
     label, scene label argmax, key."""
-    ld = build_loader(shards, split, backend=loader, batch_size=batch_size, frames=cfg["frames"], size=cfg["size"],
-                      stride=cfg["stride"], train=False, device=device.type, clips=clips, num_threads=workers,
-                      mask_shape=cfg["mask_shape"], mask_threshold=cfg["mask_threshold"],
-                      loop=cfg.get("short_videos") == "loop", crop=cfg.get("crop", "random"))  # as the run trained
+    ld = build_loader(shards, split, backend=loader, batch_size=batch_size, train=False, device=device.type,
+                      clips=clips, num_threads=workers, **clip_settings(cfg))
     n = len(ld.index)
     probs = masked = feats = None
     counts = torch.zeros(n)

@@ -19,6 +19,14 @@ def load_model(path: str, device: torch.device):
     return backbone.eval(), scene_head.eval(), cfg
 
 
+def clip_settings(cfg: dict) -> dict:
+    """build_loader's clip settings as the run trained with them, from its config (runs older than a
+    flag get the flag's default)."""
+    return dict(frames=cfg["frames"], size=cfg["size"], stride=cfg["stride"], mask_shape=cfg["mask_shape"],
+                mask_threshold=cfg["mask_threshold"], loop=cfg.get("short_videos") == "loop",
+                crop=cfg.get("crop", "random"))
+
+
 def model_labels(index: SplitIndex, classes: list[str]) -> torch.Tensor:
     """The split's labels as indices into the model's `classes`: the same list, or matched by name
     when the shards hold other classes (a test set of some of them: Mimetics' 50 of Kinetics-400)."""

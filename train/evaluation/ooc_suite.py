@@ -35,7 +35,7 @@ from shards.loader.masking import frame_fill
 from shards.loader.out_of_context import (actor_swap, backdrop_of, frozen_frame, human_only, load_backdrops,
                                           normalise_image, scuba, scufo, swap_partners)
 from shards.loader.preview import to_uint8
-from train.evaluation.models import load_model, model_labels
+from train.evaluation.models import clip_settings, load_model, model_labels
 
 VARIANTS = ("original", "human_only", "background", "swap", "swap_same", "scuba", "scufo")
 OOC_METRICS = ("top1", "human_only_top1", "background_top1", "swap_top1", "swap_background", "swap_same_top1",
@@ -72,10 +72,8 @@ def variants(batch: dict, seed: int, images: Sequence[np.ndarray] | None) -> tup
 
 def suite_loader(shards, split: str, cfg: dict, *, clips: int, batch_size: int, device: str, loader: str, workers: int):
     # a batch holds whole triples, so the decoder's batch is a multiple of 3
-    return build_loader(shards, split, backend=loader, batch_size=3 * max(1, batch_size // 3), frames=cfg["frames"],
-                        size=cfg["size"], stride=cfg["stride"], train=False, device=device, clips=clips,
-                        num_threads=workers, mask_shape=cfg["mask_shape"], mask_threshold=cfg["mask_threshold"],
-                        loop=cfg.get("short_videos") == "loop", crop=cfg.get("crop", "random"))
+    return build_loader(shards, split, backend=loader, batch_size=3 * max(1, batch_size // 3), train=False,
+                        device=device, clips=clips, num_threads=workers, **clip_settings(cfg))
 
 
 def fraction(hits: torch.Tensor, keep: torch.Tensor | None = None) -> float | None:
