@@ -96,7 +96,7 @@ def time_stages(paths: list[Path], yolo: Path, scene: Path, out: Path, args) -> 
                            frames=args.scene_frames)
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     detector.detect(np.zeros((2, 128, 170, 3), np.uint8))  # warm-up: model fused, kernels chosen
-    labeler.soft_labels(np.zeros((2, 128, 170, 3), np.uint8))
+    labeler.labels(np.zeros((2, 128, 170, 3), np.uint8))
     totals, frames = dict.fromkeys(STAGES, 0.0), 0
     with ShardWriter(out, "train-000000") as writer:
         for i, path in enumerate(paths):
@@ -106,14 +106,15 @@ def time_stages(paths: list[Path], yolo: Path, scene: Path, out: Path, args) -> 
             boxes = detector.detect(dec.frames)
             sync()
             t2 = time.perf_counter()
-            label = labeler.soft_labels(dec.frames)
+            label, votes = labeler.labels(dec.frames)
             sync()
             t3 = time.perf_counter()
             data = encode_video(dec.frames, dec.fps, args.codec)
             t4 = time.perf_counter()
             t, h, w = dec.frames.shape[:3]
             writer.write(Sample(f"v{i:06d}", data, args.codec, boxes, label, 0, {
-                "label_name": "x", "split": "train", "fps": dec.fps, "frames": t, "height": h, "width": w}))
+                "label_name": "x", "split": "train", "fps": dec.fps, "frames": t, "height": h, "width": w},
+                scene_votes=votes))
             t5 = time.perf_counter()
             for stage, seconds in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
                 totals[stage] += seconds

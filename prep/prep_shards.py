@@ -171,12 +171,15 @@ class Annotator:
         truth = self.truth[item.split][item.key]["boxes"]  # per source frame, follow the resampling
         return [[[*box, 1.0] for box in truth[i]] for i in done["source_index"]]
 
-    def scene(self, item: VideoItem, done: dict) -> np.ndarray:
+    def scene(self, item: VideoItem, done: dict) -> tuple[np.ndarray, list[int]]:
+        """(the soft label, the frames' votes): a model's; none's uniform label without votes; the
+        synthetic truth's label with one vote, its scene."""
         if self.labeler is not None:
-            return self.labeler.soft_labels(done["pixels"])
+            return self.labeler.labels(done["pixels"])
         if self.cfg.scene_model == "none":
-            return np.full(NUM_SCENES, 1 / NUM_SCENES, np.float32)
-        return np.asarray(self.scene_labels[self.truth[item.split][item.key]["scene"]], np.float32)
+            return np.full(NUM_SCENES, 1 / NUM_SCENES, np.float32), []
+        label = np.asarray(self.scene_labels[self.truth[item.split][item.key]["scene"]], np.float32)
+        return label, [int(label.argmax())]
 
     def provenance(self) -> dict:
         cfg = self.cfg
@@ -255,8 +258,9 @@ def run_jobs(cfg: PrepConfig, jobs: list[ShardJob], annotator: Annotator, progre
                         meta["warning"] = done["warning"]
                         warnings.append({"split": job.split, "key": item.key, "input": str(item.path),
                                          "warning": done["warning"]})
-                    writer.write(Sample(item.key, done["video"], cfg.codec, annotator.boxes(item, done),
-                                        annotator.scene(item, done), item.label, meta))
+                    scene, votes = annotator.scene(item, done)
+                    writer.write(Sample(item.key, done["video"], cfg.codec, annotator.boxes(item, done), scene,
+                                        item.label, meta, scene_votes=votes))
                     stats["videos"] += 1
                     stats["seconds"] += done["frames"] / done["fps"]
             shard = writer.info() if len(writer) else None

@@ -143,7 +143,8 @@ def preprocess(frames: torch.Tensor) -> torch.Tensor:
 
 
 class SceneLabeler:
-    """Scene soft labels for videos: softmax of the classifier averaged over `frames` frames.
+    """Scene labels for videos: softmax of the classifier averaged over `frames` frames (the soft
+    label), and each of those frames' argmax (its votes: the official hard label is their majority).
 
     `model` maps normalised (N, 3, 224, 224) images to 365 logits (e.g. `load_places365`).
     Frames of several videos are batched together through the model, `batch_size` at a time.
@@ -156,13 +157,14 @@ class SceneLabeler:
         self.batch_size = batch_size
         self.frames = frames
 
-    def soft_labels(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 (T, H, W, 3) RGB video -> float32 (365,), non-negative, summing to 1."""
-        return self.soft_labels_batch([frames])[0]
+    def labels(self, frames: np.ndarray) -> tuple[np.ndarray, list[int]]:
+        """uint8 (T, H, W, 3) RGB video -> (float32 (365,) summing to 1, the sampled frames' argmax)."""
+        soft, votes = self.labels_batch([frames])
+        return soft[0], votes[0]
 
     @torch.inference_mode()
-    def soft_labels_batch(self, videos: Sequence[np.ndarray]) -> np.ndarray:
-        """Several videos (sizes may differ) -> float32 (len(videos), 365), one label per video."""
+    def labels_batch(self, videos: Sequence[np.ndarray]) -> tuple[np.ndarray, list[list[int]]]:
+        """Several videos (sizes may differ) -> (float32 (len(videos), 365), per video its votes)."""
         crops, counts = [], []
         for video in videos:
             check_rgb_frames(video, "a video")
@@ -170,14 +172,15 @@ class SceneLabeler:
             crops.append(preprocess(torch.from_numpy(picked).to(self.device, non_blocking=True)))
             counts.append(len(picked))
         if not crops:
-            return np.zeros((0, NUM_SCENES), np.float32)
+            return np.zeros((0, NUM_SCENES), np.float32), []
         images = torch.cat(crops)
         probs = torch.cat([self.model(images[i:i + self.batch_size]).float().softmax(dim=1)
                            for i in range(0, len(images), self.batch_size)])
+        if probs.shape[1] != NUM_SCENES:
+            raise ValueError(f"the scene model gives {probs.shape[1]} outputs, not {NUM_SCENES}")
         labels = torch.stack([p.mean(dim=0) for p in probs.split(counts)])
-        if labels.shape[1] != NUM_SCENES:
-            raise ValueError(f"the scene model gives {labels.shape[1]} outputs, not {NUM_SCENES}")
-        return labels.cpu().numpy().astype(np.float32)
+        votes = [v.tolist() for v in probs.argmax(dim=1).cpu().split(counts)]
+        return labels.cpu().numpy().astype(np.float32), votes
 
     def describe(self, weights: str | Path | None = None) -> dict:
         """Provenance for the manifest: frames sampled, preprocessing, and the weights' hash."""

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .cli import entry_point, parse_config, refuse
 from .files import file_sha256
-from .format import (BOX_ROW, BOXES_RAW, META_FIELDS, ShardFormatError, boxes_to_raw, check_member,
+from .format import (BOX_ROW, BOXES_RAW, META_FIELDS, SCENE_VOTES, ShardFormatError, boxes_to_raw, check_member,
                      decode_members, scene_problem)
 from .index import index_from_tar, parse_index
 from .manifest import read_manifest
@@ -39,7 +39,7 @@ def check_sample(key: str, members: dict[str, bytes], num_classes: int, decode: 
         problems.append(f"metadata id {_short(meta.get('id'))} differs from the key")
     if not 0 <= s["label"] < num_classes:
         problems.append(f"label {s['label']} outside [0, {num_classes})")
-    problems += [p for p in [scene_problem(scene)] if p]
+    problems += [p for p in [scene_problem(scene, meta.get(SCENE_VOTES))] if p]
     if not isinstance(boxes, list):
         problems.append(f"boxes.msgpack holds {_short(boxes)} ({type(boxes).__name__}), not a list per frame")
     else:

@@ -39,6 +39,9 @@ DATA_MEMBERS = (META, LABEL, SCENE, BOXES, BOXES_RAW)
 
 BOX_ROW = ("frame", "x1", "y1", "x2", "y2", "score")  # one row of boxes.f32
 META_FIELDS = ("id", "label_name", "split", "fps", "frames", "width", "height", "codec", "segments")
+# optional metadata: the scene model's argmax on each frame averaged into scene.f32, in frame order
+# (the official hard label is their majority vote, `majority_vote`)
+SCENE_VOTES = "scene_votes"
 
 # webdataset splits a member name at the first dot of its base name: keys must have none.
 KEY_RE = re.compile(r"^[A-Za-z0-9_\-]{1,120}$")
@@ -61,6 +64,7 @@ class Sample:
     scene: np.ndarray            # float32[365], sums to 1
     label: int                   # action index into manifest["classes"]
     meta: dict = field(default_factory=dict)  # at least META_FIELDS
+    scene_votes: list = field(default_factory=list)  # per frame averaged into scene: its argmax; empty: unknown
 
 
 def check_key(key: str) -> str:
@@ -110,14 +114,28 @@ def raw_to_rows(raw: bytes) -> np.ndarray:
 SCENE_SUM_TOL = 1e-3  # a scene label sums to 1 within this (FORMAT.md)
 
 
-def scene_problem(scene: np.ndarray) -> str:
-    """What makes a scene label unusable ("" when nothing does): the one rule the checker and the
-    loader apply."""
+def scene_problem(scene: np.ndarray, votes=None) -> str:
+    """What makes a scene label, or the metadata's scene votes when there are any, unusable (""
+    when nothing does): the one rule the checker and the loader apply."""
     if not np.isfinite(scene).all():
         return "scene label holds NaN or inf"
     if (scene < 0).any() or abs(float(scene.sum()) - 1) > SCENE_SUM_TOL:
         return f"scene label is not a distribution (min {scene.min():.3g}, sum {scene.sum():.6f})"
-    return ""
+    return scene_votes_problem(votes) if votes is not None else ""
+
+
+def scene_votes_problem(votes) -> str:
+    """What makes `scene_votes` unusable: the writer's check, and scene_problem's."""
+    if isinstance(votes, list) and votes and all(isinstance(v, int) and not isinstance(v, bool)
+                                                 and 0 <= v < NUM_SCENES for v in votes):
+        return ""
+    return f"metadata {SCENE_VOTES} is {str(votes)[:60]}, not a list of scene indices in [0, {NUM_SCENES})"
+
+
+def majority_vote(votes: list[int]) -> int:
+    """The official hard scene label: the scene most frames vote for, a tie going to the lowest
+    index (vt-vl-lab/SDN datasets/kinetics.py:412, `np.bincount(place_index).argmax()`)."""
+    return int(np.bincount(np.asarray(votes, np.int64), minlength=NUM_SCENES).argmax())
 
 
 def encode_members(sample: Sample) -> dict[str, bytes]:
@@ -131,7 +149,10 @@ def encode_members(sample: Sample) -> dict[str, bytes]:
     boxes = [[[float(v) for v in box] for box in frame] for frame in sample.boxes]
     if any(len(box) != 5 for frame in boxes for box in frame):
         raise ShardFormatError(f"boxes of {sample.key}: every box is [x1, y1, x2, y2, score]")
-    meta = {"id": sample.key, "codec": sample.codec, **sample.meta,
+    votes = [int(v) if isinstance(v, np.integer) else v for v in sample.scene_votes]  # numpy's are ints too
+    if votes and (why := scene_votes_problem(votes)):
+        raise ShardFormatError(f"scene label of {sample.key}: {why}")
+    meta = {"id": sample.key, "codec": sample.codec, **sample.meta, **({SCENE_VOTES: votes} if votes else {}),
             "segments": [list(seg) for seg in sample.video.segments]}
     missing = [f for f in META_FIELDS if f not in meta]
     if missing:

@@ -659,3 +659,106 @@ def test_confusion_adversary_trains_the_head_on_detached_features_and_the_featur
     with torch.no_grad():
         kl = lambda f: (-torch.log_softmax(head(f), 1).mean(1) - math.log(365)).mean().item()
         assert kl(features - 5.0 * features.grad) < kl(features)
+
+
+# ---------------------------------------------------------------------------------------------
+# hard scene labels: the majority vote of the frames' argmax (datasets/kinetics.py:410-412)
+
+def official_place_index(pred_cls: np.ndarray) -> int:
+    """Kinetics_adv.__getitem__ without --is_place_soft: `np.bincount(place_index).argmax()`."""
+    return int(np.bincount(pred_cls).argmax())
+
+
+def test_majority_vote_is_the_official_hard_label():
+    from shards.format import majority_vote
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        votes = rng.integers(0, rng.integers(1, 365), rng.integers(1, 12))  # few scenes at times: many ties
+        assert majority_vote(votes.tolist()) == official_place_index(votes)
+    assert majority_vote([5, 5, 3, 3, 7]) == 3  # a tie goes to the lowest index
+    assert majority_vote([364]) == 364
+
+
+VOTES = {"train_0": [5, 5, 3, 3, 7], "train_1": [200, 7, 200], "train_2": [364], "train_3": [1, 2, 1, 2],
+         "train_4": [9] * 8, "train_5": [17, 17, 4], "val_0": [40, 41, 41], "val_1": [0]}
+
+
+def shards_with_votes(out: Path, votes: dict = VOTES) -> Path:
+    import dataclasses
+
+    from conftest import CLASSES, SCENE_NAMES, make_sample
+    from shards import ShardWriter, add_split, new_manifest, write_manifest
+
+    rng = np.random.default_rng(0)
+    manifest = new_manifest("tiny", CLASSES, SCENE_NAMES, "vp9", {"boxes": "drawn", "scene": "random"})
+    for split in ("train", "val"):
+        with ShardWriter(out, f"{split}-000000") as w:
+            for key in (k for k in votes if k.startswith(split)):
+                w.write(dataclasses.replace(make_sample(key, rng, split), scene_votes=votes[key]))
+        add_split(manifest, split, [w.info()])
+    write_manifest(out, manifest)
+    return out
+
+
+def test_vote_labels_from_the_shards_to_the_adversary(tmp_path):
+    from shards.check import check_dir
+    from shards.loader import build_loader
+    from train.pretrain import main as pretrain
+
+    shards = shards_with_votes(tmp_path / "shards")
+    assert check_dir(shards)[1] == []
+    loader = build_loader(shards, "train", backend="torch", batch_size=2, frames=8, size=32, device="cpu",
+                          num_threads=1, train=False)
+    seen = {k: (int(v), int(s.argmax())) for b in loader for k, v, s in zip(b["key"], b["scene_vote"], b["scene"])}
+    assert {k: v for k, (v, _) in seen.items()} == {k: official_place_index(np.asarray(VOTES[k])) for k in seen}
+    assert sum(vote != argmax for vote, argmax in seen.values()) >= 4  # the vote is not the soft label's argmax
+
+    # the adversary's loss: cross-entropy at the vote
+    torch.manual_seed(0)
+    head = SceneHead(8)
+    features, batch = torch.randn(2, 8), {"label": torch.zeros(2, dtype=torch.long), "scene_vote": torch.tensor([3, 200]),
+                                          "scene": torch.softmax(torch.randn(2, 365), 1)}
+    step = DebiasStep(nn.Identity(), head, None, None, Losses(scene_labels="vote"))
+    _, loss, _ = step._adversary(torch.randn(2, 3), features, batch)
+    torch.testing.assert_close(loss, nn.functional.cross_entropy(head(features), batch["scene_vote"]))
+
+    args = ["--shards", str(shards), "--device", "cpu", "--loader", "torch", "--workers", "1", "--arch", "r3d18-w16",
+            "--frames", "8", "--size", "32", "--epochs", "1", "--batch-size", "2", "--scene-labels", "vote"]
+    assert pretrain([*args, "--out", str(tmp_path / "run")]) == 0
+    # shards without votes (written before they were stored, or with --scene-model none): refused before any output
+    from conftest import write_tiny_set
+    write_tiny_set(tmp_path / "old", {"train": [4], "val": [2]})
+    with pytest.raises(SystemExit, match=r"^pretrain: --scene-labels vote: 4 of 4 train videos have no per-frame scene "
+                                         r"votes \(first: train-000000.tar: train_0_0\); .*--scene-labels soft or hard$"):
+        pretrain([*args, "--shards", str(tmp_path / "old"), "--out", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused" / "config.json").exists()
+
+
+@pytest.mark.parametrize("votes", [[365], [-1], ["3"], [True], [2.0], [], 4])
+def test_damaged_votes_are_named_by_the_writer_the_checker_and_the_loader(tmp_path, votes):
+    import dataclasses
+    import json
+    import re
+
+    from conftest import make_sample, rebuild_shard
+    from shards import ShardFormatError
+    from shards.check import check_dir
+    from shards.format import encode_members
+
+    why = f"metadata scene_votes is {str(votes)[:60]}, not a list of scene indices in [0, 365)"
+    if isinstance(votes, list) and votes:  # (an empty list is no votes: the writer stores none)
+        with pytest.raises(ShardFormatError, match=re.escape(f"scene label of x: {why}")):
+            encode_members(dataclasses.replace(make_sample("x", np.random.default_rng(0), "train"), scene_votes=votes))
+    shards = shards_with_votes(tmp_path / "shards")
+    edit = lambda name, data: json.dumps({**json.loads(data), "scene_votes": votes}).encode() \
+        if name == "train_2.json" else data
+    rebuild_shard(shards, "train-000000.tar", edit)
+    assert [p for p in check_dir(shards)[1] if "train_2" in p and why in p]
+    with pytest.raises(ShardFormatError, match=re.escape(f"train-000000.tar: train_2: {why}")):
+        SplitIndex(shards, "train")
+
+
+def test_synthetic_truth_votes_for_its_scene(synth_shards):
+    index = SplitIndex(synth_shards, "train")
+    assert (index.scene_vote == np.stack([index.scene(i) for i in range(len(index))]).argmax(1)).all()

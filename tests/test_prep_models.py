@@ -81,10 +81,11 @@ def test_csail_resnet50_loads_into_timm(tmp_path):
         torch.testing.assert_close(model(x), expected, atol=1e-4, rtol=0)
 
     labeler = SceneLabeler(model, device="cpu", batch_size=4, frames=2)
-    label = labeler.soft_labels(frames)
+    label, votes = labeler.labels(frames)
     assert label.shape == (NUM_SCENES,) and label.dtype == np.float32
     assert abs(float(label.sum()) - 1) < 1e-5 and (label >= 0).all()
     np.testing.assert_allclose(label, expected.softmax(1).mean(0).numpy(), atol=1e-6)
+    assert votes == expected.argmax(1).tolist()
     info = labeler.describe(path)
     assert info["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     assert info["weights"] == path.name and info["frames"] == 2 and info["model"] == "resnet50"
@@ -137,17 +138,21 @@ def test_scene_labeler_batched_equals_single():
               for t, h, w in ((10, 32, 48), (3, 40, 30), (1, 24, 24))]
     model = tiny_scene_model()
     labeler = SceneLabeler(model, device="cpu", batch_size=3, frames=4)  # batches span videos
-    batch = labeler.soft_labels_batch(videos)
+    batch, batch_votes = labeler.labels_batch(videos)
     assert batch.shape == (3, NUM_SCENES) and batch.dtype == np.float32
     np.testing.assert_allclose(batch.sum(1), 1, atol=1e-5)
-    for video, label in zip(videos, batch):
-        np.testing.assert_allclose(labeler.soft_labels(video), label, atol=1e-6)
+    assert [len(v) for v in batch_votes] == [4, 3, 1]  # one vote per sampled frame
+    for video, label, votes in zip(videos, batch, batch_votes):
+        single, single_votes = labeler.labels(video)
+        np.testing.assert_allclose(single, label, atol=1e-6)
+        assert single_votes == votes
         with torch.no_grad():
-            x = preprocess(torch.from_numpy(video[sample_indices(len(video), 4)]))
-            np.testing.assert_allclose(label, model(x).softmax(1).mean(0).numpy(), atol=1e-6)
-    assert labeler.soft_labels_batch([]).shape == (0, NUM_SCENES)
+            probs = model(preprocess(torch.from_numpy(video[sample_indices(len(video), 4)]))).softmax(1)
+            np.testing.assert_allclose(label, probs.mean(0).numpy(), atol=1e-6)
+            assert votes == probs.argmax(1).tolist()
+    assert labeler.labels_batch([])[0].shape == (0, NUM_SCENES)
     with pytest.raises(ValueError, match=r"uint8 array \(T, H, W, 3\)"):
-        labeler.soft_labels(videos[0].astype(np.float32))
+        labeler.labels(videos[0].astype(np.float32))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -224,4 +224,6 @@ def test_model_paths_yolo_and_places365(raw, tmp_path):
     assert check_dir(out)[1] == []
     for sample in iter_samples(out, "val"):
         assert abs(sample["scene"].sum() - 1) < 1e-4 and sample["scene"].std() > 0  # a model's output, not uniform
+        votes = sample["meta"]["scene_votes"]  # each sampled frame's argmax
+        assert len(votes) == 2 and all(isinstance(v, int) and 0 <= v < 365 for v in votes)
         assert sample["boxes"][1] == sample["boxes"][0]  # stride 2 carries frame 0's boxes to frame 1

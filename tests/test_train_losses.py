@@ -9,7 +9,7 @@ import torch
 from train.entropy_loss import entropy_loss
 from train.gradient_reversal import reverse_gradient
 from train.model import R3D18, SceneHead
-from train.scene_loss import scene_loss
+from train.scene_loss import scene_loss, scene_targets
 
 
 @pytest.mark.parametrize("strength", [0.5, 1.0, 2.0])
@@ -46,12 +46,16 @@ def test_entropy_loss_weights():
     assert entropy_loss(logits, torch.tensor([False, False])).item() == 0.0
 
 
-def test_scene_loss_soft_and_hard():
+def test_scene_loss_soft_hard_and_vote():
     logits = torch.tensor([[2.0, 0.0, 0.0]])
-    soft = torch.tensor([[0.5, 0.5, 0.0]])
+    batch = {"scene": torch.tensor([[0.5, 0.4, 0.1]]), "scene_vote": torch.tensor([2])}
     logp = logits.log_softmax(1)[0]
-    assert scene_loss(logits, soft).item() == pytest.approx(-(0.5 * logp[0] + 0.5 * logp[1]).item())
-    assert scene_loss(logits, soft, hard=True).item() == pytest.approx(-logp[0].item())
+    soft = -(0.5 * logp[0] + 0.4 * logp[1] + 0.1 * logp[2])
+    assert scene_loss(logits, scene_targets(batch, "soft")).item() == pytest.approx(soft.item())
+    assert scene_loss(logits, scene_targets(batch, "hard")).item() == pytest.approx(-logp[0].item())
+    assert scene_loss(logits, scene_targets(batch, "vote")).item() == pytest.approx(-logp[2].item())
+    with pytest.raises(ValueError, match="scene labels must be one of"):
+        scene_targets(batch, "argmax")
 
 
 def test_scene_head_is_4_layer_mlp_with_512_hidden():

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -60,7 +61,7 @@ from train.distributed import all_sum, cleanup, print0, setup_distributed
 from train.metrics import MetricLog
 from train.model import ARCHS, INPUTS, SCENE_HEADS, MaskHead, SceneHead, build_backbone
 from train.methods import METHODS, build_method
-from train.scene_loss import scene_loss
+from train.scene_loss import SCENE_LABELS, scene_loss, scene_targets
 from train.step import ADVERSARIES, SCHEDULES, DebiasStep, Losses
 
 TERMINATED = 128 + signal.SIGTERM  # 143: the exit code after SIGTERM (a checkpoint was written)
@@ -111,7 +112,7 @@ class Config:
     ent_weight: NonNegativeFloat = 1.0       # weight of the entropy loss
     entropy: Literal["paper", "official"] = "paper"  # official: on a head of its own behind a gradient reversal
     masked_batches: Literal["same", "separate"] = "same"  # the entropy loss on the batch's masked copy, or on batches of its own (official)
-    scene_labels: Literal["soft", "hard"] = "soft"  # soft: the averaged Places365 softmax; hard: its argmax
+    scene_labels: Literal[SCENE_LABELS] = "soft"  # soft: the averaged Places365 softmax; hard: its argmax; vote: the most frequent of the frames' argmax (official)
     scene_head: Literal[SCENE_HEADS] = "paper"  # paper: 4 Linear layers; official: BatchNorm1d after each hidden one
     mask_shape: Literal["box", "tube"] = "box"  # box: each frame's boxes (the paper); tube: the clip's union
     mask_threshold: Fraction = 0.3           # detector score from which a box is masked
@@ -206,6 +207,19 @@ def with_masked_batches(loader, masked_loader):
             for batch, other in zip(loader, masked_loader))
 
 
+def refuse_missing_votes(loaders: list) -> None:
+    """--scene-labels vote needs every frame's scene argmax, which shards hold since they were
+    stored (FORMAT.md `scene_votes`), and only with a scene model (not --scene-model none)."""
+    for loader in loaders:
+        index = loader.index
+        lacking = np.flatnonzero(index.scene_vote < 0)
+        if len(lacking):
+            raise SystemExit(f"pretrain: --scene-labels vote: {len(lacking)} of {len(index)} {index.split} videos have "
+                             f"no per-frame scene votes (first: {index.where(int(lacking[0]))}); shards written before "
+                             "they were stored, or with --scene-model none, lack them: run prep-shards again into a new "
+                             "--out, or use --scene-labels soft or hard")
+
+
 def make_writable(out: Path) -> None:
     """Create --out and prove that it takes files, before any work that would be lost."""
     try:
@@ -285,6 +299,8 @@ def run(cfg: Config) -> int:
                              f"people filter, too few for a batch of {cfg.batch_size} per rank ({dist.world_size} "
                              "rank(s)): use --masked-batches same or a smaller --batch-size") from None
         train_loader.max_batches = masked_loader.max_batches = steps_per_epoch
+    if cfg.scene_labels == "vote":
+        refuse_missing_votes([train_loader, *([val_loader] if val_loader else [])])
     classes = train_loader.index.manifest["classes"]
     if state is not None and state["classes"] != classes:
         raise SystemExit(f"pretrain: {ckpt_path} was trained on other classes than {cfg.shards} {cfg.train_split} "
@@ -360,7 +376,7 @@ def run(cfg: Config) -> int:
             saved_step = step
 
     train_step = DebiasStep(net, head, optimizer, scaler, Losses(adv, ent, cfg.adv_lambda, cfg.ent_weight,
-                                                              cfg.scene_labels == "hard", cfg.schedule,
+                                                              cfg.scene_labels, cfg.schedule,
                                                               adversary=cfg.adversary),
                             amp, cfg.channels_last, method, cfg.seed, dist.rank, masked_head)
 
@@ -431,7 +447,7 @@ def run(cfg: Config) -> int:
                 epoch, start_batch = epoch + 1, 0
                 save(ckpt_path, epoch, 0)
                 continue
-            val = validate(val_loader, backbone, scene_head, amp, dist.device, cfg.scene_labels == "hard")
+            val = validate(val_loader, backbone, scene_head, amp, dist.device, cfg.scene_labels)
             active_scheduler.step(val["loss"] + (val["scene_loss"] if cfg.plateau == "ce+scene" else 0.0))
             epoch, start_batch = epoch + 1, 0
             log.log("val", step, epoch=epoch, **val)
@@ -448,9 +464,9 @@ def run(cfg: Config) -> int:
 
 
 @torch.no_grad()
-def validate(loader, backbone, scene_head, amp, device, hard_scene_labels: bool = False) -> dict:
+def validate(loader, backbone, scene_head, amp, device, scene_labels: str = "soft") -> dict:
     """Validation on every rank's share, summed over ranks: loss, top-1/top-5, the scene head's
-    loss and accuracy against the pseudo labels (the argmax), and top-1 on human-masked clips."""
+    loss and accuracy against the pseudo labels (their argmax), and top-1 on human-masked clips."""
     backbone.eval(), scene_head.eval()
     sums = [0.0] * 7  # clips, loss, top1, top5, scene, masked top1, scene loss
     for batch in loader:
@@ -464,9 +480,10 @@ def validate(loader, backbone, scene_head, amp, device, hard_scene_labels: bool 
         sums[1] += F.cross_entropy(logits.float(), label, reduction="sum").item()
         sums[2] += (top5[:, 0] == label).sum().item()
         sums[3] += (top5 == label[:, None]).any(1).sum().item()
-        sums[4] += (scene_logits.argmax(1) == batch["scene"].argmax(1)).sum().item()
+        target = scene_targets(batch, scene_labels)
+        sums[4] += (scene_logits.argmax(1) == (target if target.dim() == 1 else target.argmax(1))).sum().item()
         sums[5] += (masked_logits.argmax(1) == label).sum().item()
-        sums[6] += scene_loss(scene_logits, batch["scene"], hard_scene_labels).item() * len(label)
+        sums[6] += scene_loss(scene_logits, target).item() * len(label)
     n, loss, top1, top5, scene, masked, scene_sum = all_sum(sums, device)
     backbone.train(), scene_head.train()
     n = max(n, 1)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from train.entropy_loss import entropy_loss
 from train.gradient_reversal import reverse_gradient
-from train.scene_loss import scene_loss
+from train.scene_loss import scene_loss, scene_targets
 
 SCHEDULES = ("alternate", "joint")
 ADVERSARIES = ("reversal", "confusion")
@@ -47,7 +47,7 @@ class Losses:
     ent: bool = True                 # entropy maximisation on the masked clips
     adv_lambda: float = 0.5          # gradient reversal strength
     ent_weight: float = 1.0          # weight of the entropy loss
-    hard_scene_labels: bool = False  # the scene label's argmax instead of the soft label
+    scene_labels: str = "soft"       # one of train/scene_loss.py SCENE_LABELS
     schedule: str = "alternate"      # one of SCHEDULES
     mask_lambda: float = 1.0         # --entropy official: the gradient reversal before the mask head
     adversary: str = "reversal"      # one of ADVERSARIES
@@ -79,10 +79,10 @@ class DebiasStep:
         losses = self.losses
         ce = F.cross_entropy(logits.float(), batch["label"])
         if losses.adv and losses.adversary == "reversal":
-            scene = scene_loss(self.head(reverse_gradient(features, losses.adv_lambda)), batch["scene"],
-                               losses.hard_scene_labels)
+            scene = scene_loss(self.head(reverse_gradient(features, losses.adv_lambda)),
+                               scene_targets(batch, losses.scene_labels))
             return ce, scene, scene
-        scene = scene_loss(self.head(features.detach()), batch["scene"], losses.hard_scene_labels)
+        scene = scene_loss(self.head(features.detach()), scene_targets(batch, losses.scene_labels))
         if not losses.adv:
             return ce, scene, scene
         return ce, scene + losses.adv_lambda * confusion_loss(frozen(self.head)(features)), scene
@@ -129,7 +129,7 @@ class DebiasStep:
         generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.rank) * 1_000_003 + step)
         with self.amp():
             out = self.method(self.net, batch, generator)
-            scene = scene_loss(self.head(out.features.detach()), batch["scene"], self.losses.hard_scene_labels)
+            scene = scene_loss(self.head(out.features.detach()), scene_targets(batch, self.losses.scene_labels))
         self.optimize(out.loss + scene)
         names = ["ce", "scene", *out.parts]
         values = torch.stack([out.ce.detach().float(), scene.detach().float(),

@@ -78,6 +78,7 @@ class ClipLoader:
                 "means": means,  # (B, T, 3) full-frame means in [0, 255]: the masked copy's fill
                 "label": torch.from_numpy(self.index.labels[[s for s, _ in items]]).to(self.device),
                 "scene": torch.from_numpy(np.stack([self.index.scene(s) for s, _ in items])).to(self.device),
+                "scene_vote": torch.from_numpy(self.index.scene_vote[[s for s, _ in items]]).to(self.device),
                 "mask_ok": torch.from_numpy(self.index.mask_ok[[s for s, _ in items]]).to(self.device),
                 "has_human": (rects[..., 1] > rects[..., 0]).flatten(1).any(1),
                 "key": [self.index.keys[s] for s, _ in items],

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..format import (BOX_ROW, LABEL, META, NUM_SCENES, SCENE, BOXES_RAW, VIDEO_EXTS, ShardFormatError, raw_to_rows,
-                      scene_problem)
+from ..format import (BOX_ROW, LABEL, META, NUM_SCENES, SCENE, SCENE_VOTES, BOXES_RAW, VIDEO_EXTS, ShardFormatError,
+                      majority_vote, raw_to_rows, scene_problem)
 from ..index import parse_index
 from ..manifest import read_manifest, shard_files
 from ..video import IVF_HEADER, clip_stream, ivf_frames, segment_range
@@ -45,7 +45,7 @@ def sample_problem(meta, label: int, scene: np.ndarray, rows: np.ndarray, video_
             return f"metadata {field} is {meta.get(field)!r}, not a frame size"
     if not 0 <= label < num_classes:
         return f"label {label} outside [0, {num_classes}) (the manifest's classes)"
-    if why := scene_problem(scene):
+    if why := scene_problem(scene, meta.get(SCENE_VOTES)):
         return why
     if not np.isfinite(rows).all() or (np.diff(rows[:, 0]) < 0).any() or ((rows[:, 0] < 0) | (rows[:, 0] >= frames)).any():
         return "boxes.f32 holds non-finite values or frames out of order or range"
@@ -79,7 +79,7 @@ class SplitIndex:
                                    {ext: (off, size) for ext, off, size, _ in members}))
         self._fds: dict[int, int] = {}
         self.locations: list[tuple[int, dict[str, tuple[int, int]]]] = []  # (shard number, ext -> (offset, size))
-        self.keys, self.meta, self.labels, self.boxes, self.segments = [], [], [], [], []
+        self.keys, self.meta, self.labels, self.boxes, self.segments, self.scene_vote = [], [], [], [], [], []
         self.skipped: list[tuple[str, str]] = []  # (shard: key, why), with skip_bad
         hint = (f"shards-check {Path(shards_dir)} lists every damaged sample; re-run prep-shards for them, or "
                 "pass --skip-bad-samples to leave them out")
@@ -102,10 +102,14 @@ class SplitIndex:
             # (S, 2) int64 [first frame, byte offset]: a compact copy, 80K videos x 19 segments as
             # Python lists would hold ~100 MB in every loader process
             self.segments.append(np.asarray(meta.pop("segments"), np.int64).reshape(-1, 2))
+            votes = meta.pop(SCENE_VOTES, None)
+            self.scene_vote.append(majority_vote(votes) if votes else -1)
             self.meta.append(meta)
             self.labels.append(label)
             self.boxes.append(rows)
         self.labels = np.asarray(self.labels, np.int64)
+        # the official hard scene label, -1 where the shards hold no per-frame votes (`scene_votes`)
+        self.scene_vote = np.asarray(self.scene_vote, np.int64)
         self.frames = np.asarray([m["frames"] for m in self.meta], np.int64)
         self.mask_ok = np.asarray([self._has_people(i, mask_filter) for i in range(len(self))], bool)
 
