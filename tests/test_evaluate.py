@@ -104,6 +104,19 @@ def test_finetune_full_and_linear_probe(synth_shards, pretrained, tmp_path):
     assert not all(torch.equal(before[k], full[k]) for k in frozen)
 
 
+def test_finetune_keeps_the_clips_the_backbone_was_pretrained_on(synth_shards, pretrained, tmp_path):
+    state = checkpoint.load(pretrained)
+    state["config"].update(crop="corner", short_videos="loop")  # as --recipe official trains
+    official = tmp_path / "official.pt"
+    checkpoint.save(state, official)
+    common = ["--init", str(official), "--shards", str(synth_shards), "--epochs", "1", "--clips", "1", *TRAIN]
+    assert finetune([*common, "--out", str(tmp_path / "kept")]) == 0
+    assert finetune([*common, "--out", str(tmp_path / "told"), "--crop", "random"]) == 0  # a flag still decides
+    runs = {run: json.loads((tmp_path / run / synth_shards.name / "config.json").read_text()) for run in ("kept", "told")}
+    assert (runs["kept"]["crop"], runs["kept"]["short_videos"], runs["kept"]["arch"]) == ("corner", "loop", state["config"]["arch"])
+    assert (runs["told"]["crop"], runs["told"]["short_videos"]) == ("random", "loop")
+
+
 def test_evaluate_model_figures_equal_the_video_outputs(synth_shards, pretrained):
     from train.evaluation.evaluate import evaluate_model
     r = evaluate_model(pretrained, synth_shards, "val", clips=2, device="cpu", loader="torch", batch_size=4, workers=1)

@@ -7,7 +7,8 @@
     python train/evaluation/finetune.py --init runs/debiased/best.pt --shards data/synth-novel --out runs/novel --linear-probe
 
 Every target folder is fine-tuned from --init (all layers, or only a new action head with
---linear-probe; the target's own classes) by train/pretrain.py with --debias none, validated
+--linear-probe; the target's own classes) by train/pretrain.py with --debias none and the
+checkpoint's --arch, --input, --frames, --size, --stride, --crop and --short-videos, validated
 on the test split each epoch, then evaluated with the video-level protocol of train/evaluation/evaluate.py
 (softmax averaged over --clips clips). Writes OUT/<folder name>/ per split and OUT/results.json
 with each split's top-1 and the mean, as the paper's tables report them. Other flags go to
@@ -64,7 +65,10 @@ def run(cfg: FinetuneConfig, **settings) -> int:
     train/pretrain.py's Config (device, loader, batch_size, ...) that override the rest."""
     refuse("finetune", config_problems(cfg))
     source = checkpoint.load(cfg.init)["config"]
-    inherited = {k: source[k] for k in ("arch", "input", "frames", "size", "stride")}
+    # the network and the clips it was pretrained on (the official code fine-tunes with its training
+    # crops too); runs older than --crop and --short-videos get their defaults
+    inherited = {k: source[k] for k in ("arch", "input", "frames", "size", "stride", "crop", "short_videos")
+                 if k in source}
     results = {"init": cfg.init, "linear_probe": cfg.linear_probe, "splits": {}}
     for shards in cfg.shards:
         train_split, test_split = splits_of(shards)
