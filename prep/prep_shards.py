@@ -29,6 +29,8 @@ fails on either.
 from __future__ import annotations
 
 import collections
+import contextlib
+import fcntl
 import json
 import os
 import sys
@@ -385,42 +387,65 @@ def prep(cfg: PrepConfig) -> int:
         raise PrepError(f"split(s) {', '.join(unknown)} not in {cfg.dataset}; it has {', '.join(items)}")
     scene_names(cfg)  # a wrong categories file fails now, not after the run
     out, work = Path(cfg.out), Path(cfg.out) / WORK
-    jobs, missing = plan(items, splits, cfg.shard_size, cfg.limit, cfg.root)
     annotator = Annotator(cfg)  # loads the models: a bad one fails here, before anything is written
-    settings = {**cfg.output_settings(), "splits": splits, "det_classes": annotator.det_classes}
-    check_settings(work / "settings.json", settings, out)
-    state = survey(out, work, jobs, splits)  # every rank, before any rank starts work
-    if rank == 0 and (state.redo or state.stale):
-        (out / MANIFEST).unlink(missing_ok=True)  # it lists shards about to change
-        remove_shards(out, state.stale)
-        print(f"prep-shards: {state.describe()}")
-    if world > 1:
-        import torch.distributed as dist
-        dist.init_process_group("gloo")
-    mine = [j for j in jobs if j.position % world == rank and j.name not in state.done]
-    start = time.time()
-    stats = run_jobs(cfg, mine, annotator, progress=rank == 0, settings=settings)
-    per_rank = [stats]
-    if world > 1:  # every rank's counters reach rank 0 for the summary; also the barrier
-        per_rank = [None] * world
-        dist.all_gather_object(per_rank, dict(stats))
-        stats = sum((collections.Counter(s) for s in per_rank), collections.Counter())
-    if rank != 0:
+    with exclusive(out, rank):
+        jobs, missing = plan(items, splits, cfg.shard_size, cfg.limit, cfg.root)
+        settings = {**cfg.output_settings(), "splits": splits, "det_classes": annotator.det_classes}
+        check_settings(work / "settings.json", settings, out)
+        state = survey(out, work, jobs, splits)  # every rank, before any rank starts work
+        if rank == 0 and (state.redo or state.stale):
+            (out / MANIFEST).unlink(missing_ok=True)  # it lists shards about to change
+            remove_shards(out, state.stale)
+            print(f"prep-shards: {state.describe()}")
+        if world > 1:
+            import torch.distributed as dist
+            dist.init_process_group("gloo")
+        mine = [j for j in jobs if j.position % world == rank and j.name not in state.done]
+        start = time.time()
+        stats = run_jobs(cfg, mine, annotator, progress=rank == 0, settings=settings)
+        per_rank = [stats]
+        if world > 1:  # every rank's counters reach rank 0 for the summary; also the barrier
+            per_rank = [None] * world
+            dist.all_gather_object(per_rank, dict(stats))
+            stats = sum((collections.Counter(s) for s in per_rank), collections.Counter())
+        if rank != 0:
+            return 0
+        manifest = merge_manifest(cfg, classes, splits, jobs, missing, annotator.provenance())
+        wall = time.time() - start
+        print_summary(cfg, manifest, stats, len(state.done), len(state.redo), wall,
+                      [s.get("videos", 0) for s in per_rank] if world > 1 else None)
+        broken, partial, absent = manifest["failed"], manifest["warnings"], manifest["missing"]["count"]
+        reasons = ([f"{len(broken)} broken input(s)"] if broken else []) + \
+                  ([f"{len(partial)} partial decode(s)"] if partial else [])
+        if cfg.strict and reasons:
+            print(f"prep-shards: --strict: {', '.join(reasons)}: exit 1")
+            return 1
+        if cfg.strict_missing and absent:
+            print(f"prep-shards: --strict-missing: {absent} listed video(s) absent on disk: exit 1")
+            return 1
         return 0
-    manifest = merge_manifest(cfg, classes, splits, jobs, missing, annotator.provenance())
-    wall = time.time() - start
-    print_summary(cfg, manifest, stats, len(state.done), len(state.redo), wall,
-                  [s.get("videos", 0) for s in per_rank] if world > 1 else None)
-    broken, partial, absent = manifest["failed"], manifest["warnings"], manifest["missing"]["count"]
-    reasons = ([f"{len(broken)} broken input(s)"] if broken else []) + \
-              ([f"{len(partial)} partial decode(s)"] if partial else [])
-    if cfg.strict and reasons:
-        print(f"prep-shards: --strict: {', '.join(reasons)}: exit 1")
-        return 1
-    if cfg.strict_missing and absent:
-        print(f"prep-shards: --strict-missing: {absent} listed video(s) absent on disk: exit 1")
-        return 1
-    return 0
+
+
+@contextlib.contextmanager
+def exclusive(out: Path, rank: int):
+    """Hold OUT/.prep/lock-rank<r> while this rank works: a second prep-shards on the same --out (or
+    the same rank of another torchrun) is refused instead of racing this one for the same files.
+    An flock, which the kernel drops when the process ends however it ends: no stale lock stays."""
+    (out / WORK).mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / WORK / f"lock-rank{rank}", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise PrepError(f"{out} is being written by another prep-shards run (pid {holder}"
+                            f"{f', rank {rank}' if rank else ''}): let it finish, or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
+
 
 
 def check_settings(path: Path, settings: dict, out: Path) -> None:

@@ -184,6 +184,24 @@ def test_other_settings_in_same_out_refused(raw, reference, capsys):
     assert "holds shards made with other settings (--codec was 'vp9', now 'mjpeg'):" in err
 
 
+def test_a_second_run_on_the_same_out_is_refused_while_the_first_works(raw, reference, tmp_path, capsys):
+    """Two runs writing one --out would race for the same shard files: the second is refused in one
+    line naming the first's pid, and the lock goes with the process that held it (no stale lock)."""
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; from pathlib import Path; "
+                               "from prep.prep_shards import exclusive\n"
+                               f"with exclusive(Path({str(tmp_path)!r}), 0):\n print('held', flush=True); sys.stdin.read()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline() == "held\n"
+    assert prep(raw, tmp_path) == 2
+    assert capsys.readouterr().err == (f"prep-shards: error: {tmp_path} is being written by another prep-shards run "
+                                       f"(pid {holder.pid}): let it finish, or use another --out\n")
+    assert sorted(p.name for p in tmp_path.rglob("*")) == [".prep", "lock-rank0"]  # nothing written
+    holder.kill()
+    holder.wait()
+    assert prep(raw, tmp_path) == 0
+    assert files(tmp_path) == files(reference)
+
+
 def test_torchrun_two_ranks_write_the_same_shards(raw, reference, tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     cmd = [str(torchrun), "--standalone", "--nproc-per-node", "2", "-m", "prep.prep_shards", "--dataset", "synth",
