@@ -50,16 +50,20 @@ def test_demo_parity_rows_change_one_thing_each(tmp_path):
     runs, data = tmp_path / "runs", tmp_path / "data"
     assert toy_demo(runs, data, "--clips", "1", "--parity", "--sgd-lr", "0.05") == 0
     parity = json.loads((runs / "results.json").read_text())["parity"]
-    assert list(parity["models"]) == ["sgd_baseline", "sgd_ours", "bn_head", "dampening", "official", "confusion"]
+    assert list(parity["models"]) == ["sgd_baseline", "sgd_ours", "bn_head", "dampening", "official", "confusion",
+                                      "core", "core_separate", "core_corner", "core_rgb255", "core_rgb"]
     assert all(0 <= s["mean"] <= 1 for row in parity["models"].values() for s in row.values())
     config = {name: json.loads((runs / "seed0" / f"parity-{name}" / "config.json").read_text())
               for name in parity["models"]}
     assert all(c["optimizer"] == "sgd" and c["lr"] == 0.05 for c in config.values())
     assert config["sgd_baseline"]["debias"] == "none" and config["sgd_ours"]["debias"] == "adv,ent"
-    changed = lambda name: {k for k in config[name] if config[name][k] != config["sgd_ours"][k]} - {"out"}
+    changed = lambda name, base="sgd_ours": {k for k in config[name] if config[name][k] != config[base][k]} - {"out"}
     assert changed("bn_head") == {"scene_head"} and changed("dampening") == {"dampening"}
     assert changed("confusion") == {"adversary"}
     assert changed("official") == {"recipe", "arch", "short_videos", "crop", "scene_head", "entropy",
                                    "masked_batches", "dampening", "lr_patience", "plateau"}
+    assert changed("core", "official") == {"recipe", "short_videos", "crop", "masked_batches"}  # its input pipeline
+    assert [changed(f"core_{flag}", "core") for flag in ("separate", "corner", "rgb255", "rgb")] == \
+        [{"masked_batches"}, {"crop"}, {"input"}, {"input"}]
     report = (runs / "report.md").read_text()
     assert "| official (recipe official, arch hara-r18-w16) |" in report and "| sgd_ours (ours) |" in report
