@@ -71,18 +71,19 @@ class ClipLoader:
             rects = torch.from_numpy(pad_rects([d["rects"] for d in described])).to(self.device)
             flips = torch.tensor([d["params"].flip for d in described], device=self.device)
             human = human_pixels(rects, flips, clip.shape[-2], clip.shape[-1])
+            samples = [s for s, _ in items]
             yield {
                 "clip": clip,
                 "masked": masked_copy(clip, means, human),
                 "human": human,  # (B, T, H, W) inside a box: where the masked copy was filled
                 "means": means,  # (B, T, 3) full-frame means in [0, 255]: the masked copy's fill
-                "label": torch.from_numpy(self.index.labels[[s for s, _ in items]]).to(self.device),
-                "scene": torch.from_numpy(np.stack([self.index.scene(s) for s, _ in items])).to(self.device),
-                "scene_vote": torch.from_numpy(self.index.scene_vote[[s for s, _ in items]]).to(self.device),
-                "mask_ok": torch.from_numpy(self.index.mask_ok[[s for s, _ in items]]).to(self.device),
+                "label": torch.from_numpy(self.index.labels[samples]).to(self.device),
+                "scene": torch.from_numpy(np.stack([self.index.scene(s) for s in samples])).to(self.device),
+                "scene_vote": torch.from_numpy(self.index.scene_vote[samples]).to(self.device),
+                "mask_ok": torch.from_numpy(self.index.mask_ok[samples]).to(self.device),
                 "has_human": (rects[..., 1] > rects[..., 0]).flatten(1).any(1),
-                "key": [self.index.keys[s] for s, _ in items],
-                "sample": torch.tensor([s for s, _ in items]),
+                "key": [self.index.keys[s] for s in samples],
+                "sample": torch.tensor(samples),
                 "clip_index": torch.tensor([k for _, k in items]),
             }
 
